@@ -1,0 +1,40 @@
+# ironpost: two commands on a fresh machine.
+#   make run   build the venv, install, start ironpost on its embedded default
+#   make test  install what the tests need (Debian peers included), lint, type-check, test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit integration bench deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ironpost run
+
+deps:
+	bash scripts/install-test-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) deps lint typecheck
+	$(BIN)/pytest -n 2 -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+bench: $(STAMP) deps
+	$(BIN)/python bench/accept.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,346 @@
+"""What the side-by-side benchmarks share: the one main.cf, the load, the clock, the machine.
+
+Owns the benchmark's fairness invariants:
+
+* Both servers read the **same** main.cf text (`MAIN_CF`). The only thing that differs between
+  the two rendered files is the per-server root directory (queue, data, log, Maildir base, map
+  file all live under it); the mail uid/gid are the same for both.
+* Every load starts on a fresh, empty Maildir, so "end to end" counts only this run's messages.
+* Rates are messages / wall time. "Accepted" stops when smtp-source exits (every message got
+  its 250 after DATA); "end to end" stops at the last rename into the Maildir's ``new/``, read
+  from that directory's mtime, so the polling interval does not inflate or hide anything.
+
+Nothing here imports ironpost: the benchmark drives both servers from the outside, as a client
+would, so it measures the same thing for both.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+REPO = Path(__file__).resolve().parent.parent
+DOMAIN = "bench.test"  # spelled out in MAIN_CF too
+SENDER = f"sender@{DOMAIN}"
+RECIPIENT = f"user@{DOMAIN}"
+# The mailbox path relative to virtual_mailbox_base; the trailing slash means Maildir.
+MAILBOX = f"{DOMAIN}/user/"
+# Who owns the delivered mail. Postfix's virtual(8) refuses uids below virtual_minimum_uid (100),
+# and the postfix account exists wherever the Debian package is installed.
+MAIL_USER = "postfix"
+
+# The shared main.cf. Placeholders: {root} (this server's own directory), {uid}, {gid}.
+# Everything a server needs that Postfix would otherwise read from /etc/postfix is set here, so
+# neither server touches the system configuration. ironpost warns about the Postfix-only
+# parameters it does not implement (compatibility_level, virtual_uid_maps, ...); that is expected.
+MAIN_CF = """\
+# Shared by Postfix and ironpost in the accept benchmark (bench/common.py).
+compatibility_level = 3.6
+myhostname = mx.bench.test
+mydomain = bench.test
+myorigin = $mydomain
+mydestination =
+alias_maps =
+alias_database =
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+message_size_limit = 10240000
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+
+virtual_mailbox_domains = bench.test
+virtual_mailbox_maps = hash:{root}/etc/vmailbox
+virtual_mailbox_base = {root}/mail
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+
+mail_owner = postfix
+setgid_group = postdrop
+
+# Per server: these differ only by directory.
+queue_directory = {root}/queue
+data_directory = {root}/data
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+"""
+
+VMAILBOX = f"{RECIPIENT} {MAILBOX}\n"
+
+
+def render_main_cf(root: Path) -> str:
+    """The shared main.cf for a server living under ``root``."""
+    pw = pwd.getpwnam(MAIL_USER)
+    return MAIN_CF.format(root=root, uid=pw.pw_uid, gid=pw.pw_gid)
+
+
+def prepare_root(root: Path) -> None:
+    """Create the directories both servers expect under ``root``, with the config files.
+
+    The tree must be traversable by unprivileged daemons (Postfix's virtual(8) runs as the mail
+    uid), hence 0755 on the path, and the Maildir base belongs to the mail uid.
+    """
+    pw = pwd.getpwnam(MAIL_USER)
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    (root / "etc").mkdir(mode=0o755)
+    (root / "queue").mkdir(mode=0o755)
+    (root / "mail").mkdir(mode=0o755)
+    os.chown(root / "mail", pw.pw_uid, pw.pw_gid)
+    (root / "etc" / "main.cf").write_text(render_main_cf(root))
+    (root / "etc" / "vmailbox").write_text(VMAILBOX)
+
+
+def maildir_new(root: Path) -> Path:
+    return root / "mail" / MAILBOX / "new"
+
+
+class Server(Protocol):
+    """A mail server under test, started fresh for one load and stopped after it."""
+
+    name: str
+    host: str
+    port: int
+    root: Path
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot produce a valid figure (setup failed, messages lost, timeout)."""
+
+
+# --- readiness -------------------------------------------------------------------------------
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_banner(
+    host: str, port: int, timeout: float, alive: Callable[[], bool] | None = None
+) -> None:
+    """Poll until the server answers with a 220 greeting, then QUIT politely.
+
+    ``alive`` is an optional callable returning False once the server process has died, so a
+    server that crashes at startup fails at once instead of after the whole timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no connection"
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise BenchError(f"server on {host}:{port} exited during startup")
+        try:
+            with socket.create_connection((host, port), timeout=2) as sock:
+                banner = sock.makefile("rb").readline()
+                if banner.startswith(b"220"):
+                    sock.sendall(b"QUIT\r\n")
+                    return
+                last = banner.decode("ascii", "replace").strip() or "empty greeting"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise BenchError(f"no 220 banner from {host}:{port} within {timeout:.0f}s ({last})")
+
+
+# --- the load --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    messages: int
+    sessions: int
+    size: int
+    reuse: bool  # smtp-source -d: several messages per connection
+
+    @property
+    def mode(self) -> str:
+        return "reuse (-d)" if self.reuse else "new connection per message"
+
+    def argv(self, host: str, port: int) -> list[str]:
+        argv = ["smtp-source", "-s", str(self.sessions), "-m", str(self.messages)]
+        argv += ["-l", str(self.size)]
+        if self.reuse:
+            argv.append("-d")
+        argv += ["-f", SENDER, "-t", RECIPIENT, f"{host}:{port}"]
+        return argv
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    server: str
+    mode: str
+    messages: int
+    accept_seconds: float
+    e2e_seconds: float
+    delivered: int
+
+    @property
+    def accepted_rate(self) -> float:
+        return self.messages / self.accept_seconds
+
+    @property
+    def e2e_rate(self) -> float:
+        return self.messages / self.e2e_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["accepted_rate"] = round(self.accepted_rate, 1)
+        out["e2e_rate"] = round(self.e2e_rate, 1)
+        return out
+
+
+def _count(directory: Path) -> int:
+    try:
+        return len(os.listdir(directory))
+    except FileNotFoundError:  # virtual(8) creates the Maildir on first delivery
+        return 0
+
+
+def run_load(server: Server, spec: LoadSpec, timeout: float, poll: float = 0.25) -> LoadResult:
+    """Drive ``server`` with smtp-source and time acceptance and delivery of every message.
+
+    smtp-source's exit is timed in a thread so the main thread can watch the Maildir meanwhile;
+    the Maildir poll is cheap (one listdir per ``poll`` seconds) because both servers share the
+    machine's two cores with it.
+    """
+    new_dir = maildir_new(server.root)
+    if _count(new_dir):
+        raise BenchError(f"{new_dir} is not empty: end-to-end needs a fresh Maildir")
+    argv = spec.argv(server.host, server.port)
+    exited: dict[str, float] = {}
+
+    wall0 = time.time()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def reap() -> None:
+        proc.wait()
+        exited["t"] = time.perf_counter()
+
+    reaper = threading.Thread(target=reap, daemon=True)
+    reaper.start()
+
+    deadline = t0 + timeout
+    delivered = 0
+    while time.perf_counter() < deadline:
+        delivered = _count(new_dir)
+        if delivered >= spec.messages and "t" in exited:
+            break
+        time.sleep(poll)
+    else:
+        if proc.poll() is None:
+            proc.kill()
+        reaper.join(5)
+        raise BenchError(
+            f"{server.name}: {delivered}/{spec.messages} messages in {new_dir} after "
+            f"{timeout:.0f}s (smtp-source {'running' if 't' not in exited else 'done'})"
+        )
+    reaper.join()
+    _, err = proc.communicate()
+    if proc.returncode != 0 or err.strip():
+        # smtp-source reports rejected or dropped transactions on stderr; a run with errors
+        # would measure how fast the server fails, not how fast it accepts.
+        raise BenchError(
+            f"{server.name}: smtp-source exit {proc.returncode}: "
+            f"{err.decode(errors='replace').strip()[-2000:]}"
+        )
+    if delivered != spec.messages:
+        raise BenchError(f"{server.name}: {delivered} messages delivered, {spec.messages} sent")
+    # The directory's mtime is the time of the last rename into new/ (Maildir delivery's final
+    # step), so this does not depend on the polling interval.
+    last_delivery = new_dir.stat().st_mtime
+    return LoadResult(
+        server=server.name,
+        mode=spec.mode,
+        messages=spec.messages,
+        accept_seconds=exited["t"] - t0,
+        e2e_seconds=last_delivery - wall0,
+        delivered=delivered,
+    )
+
+
+# --- environment -----------------------------------------------------------------------------
+
+
+def ensure_tools() -> None:
+    """Install smtp-source and Postfix when missing, through the project's install script."""
+    needed = ("smtp-source", "postfix", "postmap", "postconf")
+    if all(shutil.which(tool) for tool in needed):
+        return
+    if os.geteuid() != 0:
+        raise BenchError("smtp-source/postfix missing; run as root or `make deps` first")
+    subprocess.run(["bash", str(REPO / "scripts" / "install-test-deps.sh")], check=True)
+    missing = [tool for tool in needed if not shutil.which(tool)]
+    if missing:
+        raise BenchError(f"still missing after install: {', '.join(missing)}")
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (done.returncode == 0 and done.stdout.strip()) or "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What a reader needs to compare figures across machines."""
+    try:
+        from importlib.metadata import version
+
+        ironpost_version = version("ironpost")
+    except Exception:
+        ironpost_version = "not installed"
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "python": sys.version.split()[0],
+        "postfix": _cmd(["postconf", "-d", "-h", "mail_version"]),
+        "ironpost": ironpost_version,
+        "ironpost_commit": _cmd(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "mem_total_mb": _mem_total_mb(),
+    }
+
+
+def _os_name() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", "unknown")
+    except OSError:
+        return "unknown"
+
+
+def _mem_total_mb() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return 0

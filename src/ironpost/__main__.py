@@ -1,0 +1,5 @@
+import sys
+
+from ironpost.cli.main import main
+
+sys.exit(main())

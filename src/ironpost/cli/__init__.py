@@ -1,0 +1,1 @@
+"""The ``ironpost`` command and its subcommands (run, config, postconf, queue)."""

@@ -1,0 +1,41 @@
+"""Entry point: ``ironpost [run|config|postconf|queue] …``.
+
+Each subcommand lives in its own module exposing ``add_parser(subparsers)``; the
+parser it adds sets ``func(args) -> int``. Every subcommand accepts ``-c DIR`` (or
+``MAIL_CONFIG``) so that it acts on the same configuration and queue as the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+SUBCOMMANDS = ("run", "config_cmd", "postconf", "queue")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ironpost", description="A hardened, Postfix-compatible mail transfer agent."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"ironpost.cli.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

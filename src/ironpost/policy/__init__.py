@@ -1,0 +1,35 @@
+"""The SMTP restriction engine: Postfix restriction lists as data, one module per family.
+
+Importing this package registers every restriction (client, helo, sender, recipient,
+relay, generic, and the not-yet-implemented DNS names) with the registry.
+"""
+
+from ironpost.policy import (  # noqa: F401  (imported to register restrictions)
+    client,
+    generic,
+    helo,
+    recipient,
+    relay,
+    sender,
+    unimplemented,
+)
+from ironpost.policy.context import PolicyContext, PolicyParams
+from ironpost.policy.engine import PolicyConfigError, PolicyEngine, parse_restrictions
+from ironpost.policy.networks import NetworkList
+from ironpost.policy.registry import REGISTRY, arity_table, restriction
+from ironpost.policy.verdicts import Decision, Stage, Verdict
+
+__all__ = [
+    "REGISTRY",
+    "Decision",
+    "NetworkList",
+    "PolicyConfigError",
+    "PolicyContext",
+    "PolicyEngine",
+    "PolicyParams",
+    "Stage",
+    "Verdict",
+    "arity_table",
+    "parse_restrictions",
+    "restriction",
+]

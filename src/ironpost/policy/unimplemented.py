@@ -1,0 +1,78 @@
+"""Restrictions ironpost knows by name but does not implement yet (mostly DNS-based).
+
+Each is registered with its Postfix arity so configurations parse, and answers DUNNO
+(no effect). The engine lists the ones a configuration uses in
+``PolicyEngine.not_implemented`` so the server logs a warning at startup: an
+administrator must not believe an RBL or a policy service is protecting them when it is
+not. (DNS checks will land with ``ironpost.dns``; the registry already accepts async
+restrictions for them.)
+"""
+
+from __future__ import annotations
+
+from ironpost.policy.context import PolicyContext
+from ironpost.policy.registry import restriction
+from ironpost.policy.verdicts import Decision, Verdict
+
+NO_ARGUMENT = (
+    "reject_unknown_client_hostname",
+    "reject_unknown_client",
+    "reject_unknown_reverse_client_hostname",
+    "reject_unknown_forward_client_hostname",
+    "reject_maps_rbl",
+    "reject_unknown_helo_hostname",
+    "reject_unknown_hostname",
+    "reject_unknown_sender_domain",
+    "reject_unknown_recipient_domain",
+    "reject_unverified_sender",
+    "reject_unverified_recipient",
+    "reject_unlisted_relay_recipient",
+    "permit_mx_backup",
+    "permit_tls_clientcerts",
+    "permit_tls_all_clientcerts",
+    "reject_sender_login_mismatch",
+    "reject_authenticated_sender_login_mismatch",
+    "reject_known_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch",
+    "defer_if_permit",
+    "defer_if_reject",
+)
+
+ONE_ARGUMENT = (
+    "reject_rbl_client",
+    "reject_rhsbl_client",
+    "reject_rhsbl_reverse_client",
+    "reject_rhsbl_helo",
+    "reject_rhsbl_sender",
+    "reject_rhsbl_recipient",
+    "permit_dnswl_client",
+    "permit_rhswl_client",
+    "check_policy_service",
+    "check_reverse_client_hostname_access",
+    "check_client_a_access",
+    "check_client_mx_access",
+    "check_client_ns_access",
+    "check_reverse_client_hostname_a_access",
+    "check_reverse_client_hostname_mx_access",
+    "check_reverse_client_hostname_ns_access",
+    "check_helo_a_access",
+    "check_helo_mx_access",
+    "check_helo_ns_access",
+    "check_sender_a_access",
+    "check_sender_mx_access",
+    "check_sender_ns_access",
+    "check_recipient_a_access",
+    "check_recipient_mx_access",
+    "check_recipient_ns_access",
+    "check_ccert_access",
+    "check_sasl_access",
+    "sleep",
+)
+
+
+def _not_implemented(ctx: PolicyContext, args: tuple[str, ...]) -> Decision:
+    return Decision(Verdict.DUNNO, None, "not_implemented")
+
+
+restriction(*NO_ARGUMENT, implemented=False)(_not_implemented)
+restriction(*ONE_ARGUMENT, arity=1, implemented=False)(_not_implemented)

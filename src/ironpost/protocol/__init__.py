@@ -1,0 +1,90 @@
+"""Sans-I/O SMTP: the server state machine, envelope grammar, body framing and replies.
+
+Owns everything between bytes on the wire and protocol events; imports no asyncio,
+socket, ssl or selectors (a test scans for that). See ``server.py`` for the model.
+"""
+
+from ironpost.protocol.errors import (
+    AddressError,
+    LocalProtocolError,
+    ParamError,
+    RemoteProtocolError,
+)
+from ironpost.protocol.events import (
+    CLOSED,
+    NEED_DATA,
+    PAUSED,
+    Auth,
+    AuthResponse,
+    BdatChunk,
+    ConnectionClosed,
+    Data,
+    EarlyTalker,
+    Event,
+    Expn,
+    Helo,
+    Help,
+    Mail,
+    MessageData,
+    MessageEnd,
+    Noop,
+    ProtocolError,
+    Quit,
+    Rcpt,
+    Rset,
+    Sentinel,
+    StartTls,
+    Vrfy,
+)
+from ironpost.protocol.grammar import (
+    MailParams,
+    Path,
+    RcptParams,
+    parse_mail_params,
+    parse_path,
+    parse_rcpt_params,
+)
+from ironpost.protocol.replies import Reply
+from ironpost.protocol.server import ServerConnection
+from ironpost.protocol.session import Phase, ServerOptions
+
+__all__ = [
+    "CLOSED",
+    "NEED_DATA",
+    "PAUSED",
+    "AddressError",
+    "Auth",
+    "AuthResponse",
+    "BdatChunk",
+    "ConnectionClosed",
+    "Data",
+    "EarlyTalker",
+    "Event",
+    "Expn",
+    "Helo",
+    "Help",
+    "LocalProtocolError",
+    "Mail",
+    "MailParams",
+    "MessageData",
+    "MessageEnd",
+    "Noop",
+    "ParamError",
+    "Path",
+    "Phase",
+    "ProtocolError",
+    "Quit",
+    "Rcpt",
+    "RcptParams",
+    "RemoteProtocolError",
+    "Reply",
+    "Rset",
+    "Sentinel",
+    "ServerConnection",
+    "ServerOptions",
+    "StartTls",
+    "Vrfy",
+    "parse_mail_params",
+    "parse_path",
+    "parse_rcpt_params",
+]

@@ -1,0 +1,378 @@
+"""The SQLite queue engine: one database file, WAL, ``synchronous=FULL``, group commit.
+
+Layout (see :mod:`ironpost.queue.records` and docs/queue.md): ``messages`` (one row per
+message: state, envelope JSON, scheduling summary), ``message_content`` (the bytes, stored
+once, apart so that a state change never rewrites the blob) and ``recipients`` (one row
+per recipient with its own status).
+
+Invariants:
+- every write of the server (submit, claim, record, recover) goes through the single
+  :class:`~ironpost.queue.writer.GroupCommitWriter` thread, so a caller hears "done"
+  only after the COMMIT (fsync of the WAL under ``synchronous=FULL``) holding its work;
+- HOLD and CORRUPT messages are never claimed; undecodable rows are moved to CORRUPT by
+  ``claim`` and skipped by the admin listings;
+- a crash at any point leaves the database consistent (SQLite's WAL), and ``recover``
+  returns interrupted (ACTIVE) messages to INCOMING.
+
+Admin operations use their own connection with a busy timeout, so the CLI can run them
+from another process while the server is writing. ``content`` reads on a reader thread
+of its own, so that message bodies never wait behind an fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ironpost.queue.ids import new_queue_id
+from ironpost.queue.model import (
+    CorruptRecord,
+    Envelope,
+    Outcome,
+    QueuedMessage,
+    QueueState,
+    RecipientStatus,
+    envelope_to_json,
+    notify_to_text,
+)
+from ironpost.queue.records import (
+    INSERT_CONTENT,
+    INSERT_MESSAGE,
+    INSERT_RCPT,
+    RCPT_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    QueueSchemaError,
+    claim_job,
+    decode_message,
+    delete_message,
+    load_message,
+    record_job,
+    recover_job,
+)
+from ironpost.queue.writer import GroupCommitWriter
+
+DB_NAME = "queue.db"
+_FINAL_OUTCOMES = (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.DEFERRED)
+
+
+class SqliteQueue:
+    """A :class:`~ironpost.queue.store.QueueStore` in one SQLite file."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        if not self.path.exists():
+            # Create it ourselves so the mode is 0600 whatever the umask; SQLite gives its
+            # -wal and -shm files the same mode as the database.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._admin_lock = threading.Lock()
+        self._admin_conn: sqlite3.Connection | None = None
+        with self._admin_lock:
+            self._init_schema(self._admin())
+        self._writer = GroupCommitWriter(self._connect, name="ironpost-queue-writer")
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+
+    # -- connections -----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _admin(self) -> sqlite3.Connection:
+        if self._admin_conn is None:
+            self._admin_conn = self._connect()
+        return self._admin_conn
+
+    @staticmethod
+    def _init_schema(conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise QueueSchemaError(f"cannot enable WAL mode (got {mode})")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SCHEMA:
+                conn.execute(statement)
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            if row[0] is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise QueueSchemaError(
+                    f"queue schema version {row[0]} is newer than this ironpost ({SCHEMA_VERSION})"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _read_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._reader_local.conn = conn
+            self._reader_conns.append(conn)
+        return conn
+
+    # -- server side (async) -----------------------------------------------------------
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by the writer (one per group commit)."""
+        return self._writer.commits
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        return self._writer
+
+    async def submit(
+        self, envelope: Envelope, content: bytes, *, queue_id: str | None = None
+    ) -> str:
+        message_id = queue_id or new_queue_id()
+        # Encode here, on the caller's side, to keep the writer's critical path short.
+        message_row = (
+            message_id,
+            QueueState.INCOMING.value,
+            envelope.arrival,
+            len(content),
+            envelope.sender,
+            envelope.arrival,
+            envelope_to_json(envelope),
+        )
+        rcpt_rows = [
+            (
+                message_id,
+                i,
+                r.address,
+                r.original,
+                notify_to_text(r.notify),
+                r.orcpt,
+                RecipientStatus.PENDING.value,
+                envelope.arrival,
+            )
+            for i, r in enumerate(envelope.recipients)
+        ]
+        blob = bytes(content)
+
+        def job(conn: sqlite3.Connection) -> str:
+            conn.execute(INSERT_MESSAGE, message_row)
+            conn.execute(INSERT_CONTENT, (message_id, blob))
+            conn.executemany(INSERT_RCPT, rcpt_rows)
+            return message_id
+
+        return await self._writer.run(job)
+
+    async def claim(self, *, now: float, limit: int) -> list[QueuedMessage]:
+        if limit <= 0:
+            return []
+        result: list[QueuedMessage] = await self._writer.run(claim_job(now, limit))
+        return result
+
+    async def content(self, message_id: str) -> bytes:
+        """The stored message bytes; ``KeyError`` if the message is gone."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="ironpost-queue-reader")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._read_content, message_id)
+
+    def _read_content(self, message_id: str) -> bytes:
+        row = (
+            self._read_conn()
+            .execute("SELECT content FROM message_content WHERE message_id = ?", (message_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise KeyError(message_id)
+        return bytes(row[0])
+
+    async def record(self, outcomes: Sequence[Outcome]) -> list[str]:
+        for o in outcomes:
+            if o.status not in _FINAL_OUTCOMES:
+                raise ValueError(f"outcome status must be delivered/deferred/bounced: {o}")
+            if o.status is RecipientStatus.DEFERRED and o.next_attempt is None:
+                raise ValueError(f"a deferred outcome needs next_attempt: {o}")
+        if not outcomes:
+            return []
+        removed: list[str] = await self._writer.run(record_job(list(outcomes)))
+        return removed
+
+    async def recover(self) -> int:
+        count: int = await self._writer.run(recover_job)
+        return count
+
+    def close(self) -> None:
+        self._writer.close()
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
+        for conn in self._reader_conns:
+            conn.close()
+        self._reader_conns.clear()
+        with self._admin_lock:
+            if self._admin_conn is not None:
+                self._admin_conn.close()
+                self._admin_conn = None
+
+    # -- admin (synchronous) ----------------------------------------------------------
+
+    def _admin_write(self, sql: str, params: Sequence[Any]) -> int:
+        with self._admin_lock:
+            conn = self._admin()
+            return conn.execute(sql, params).rowcount
+
+    def list_messages(self) -> list[QueuedMessage]:
+        """Every decodable message except CORRUPT ones, sorted by id (= arrival)."""
+        with self._admin_lock:
+            conn = self._admin()
+            # One read transaction, so messages and recipients are from one snapshot.
+            conn.execute("BEGIN")
+            try:
+                messages = conn.execute(
+                    "SELECT id, state, size, envelope FROM messages WHERE state != ? ORDER BY id",
+                    (QueueState.CORRUPT.value,),
+                ).fetchall()
+                rcpts: dict[str, list[Sequence[Any]]] = {}
+                for row in conn.execute(
+                    f"SELECT message_id, {RCPT_COLUMNS} FROM recipients ORDER BY message_id, idx"
+                ):
+                    rcpts.setdefault(row[0], []).append(row[1:])
+            finally:
+                conn.execute("COMMIT")
+        result: list[QueuedMessage] = []
+        for message_id, state, size, envelope_json in messages:
+            try:
+                result.append(
+                    decode_message(
+                        message_id, state, size, envelope_json, rcpts.get(message_id, ())
+                    )
+                )
+            except CorruptRecord:
+                continue
+        return result
+
+    def get(self, message_id: str) -> QueuedMessage | None:
+        """The message, or None if absent or undecodable."""
+        with self._admin_lock:
+            conn = self._admin()
+            conn.execute("BEGIN")
+            try:
+                return load_message(conn, message_id)
+            except CorruptRecord:
+                return None
+            finally:
+                conn.execute("COMMIT")
+
+    def read_content(self, message_id: str) -> bytes | None:
+        with self._admin_lock:
+            row = (
+                self._admin()
+                .execute("SELECT content FROM message_content WHERE message_id = ?", (message_id,))
+                .fetchone()
+            )
+        return None if row is None else bytes(row[0])
+
+    def state_of(self, message_id: str) -> QueueState | str | None:
+        """The raw state, CORRUPT included (None if absent)."""
+        with self._admin_lock:
+            row = (
+                self._admin()
+                .execute("SELECT state FROM messages WHERE id = ?", (message_id,))
+                .fetchone()
+            )
+        if row is None:
+            return None
+        try:
+            return QueueState(row[0])
+        except ValueError:
+            return str(row[0])
+
+    def delete(self, message_id: str) -> bool:
+        with self._admin_lock:
+            conn = self._admin()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = delete_message(conn, message_id)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return found
+
+    def delete_all(self) -> int:
+        with self._admin_lock:
+            conn = self._admin()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM recipients")
+                conn.execute("DELETE FROM message_content")
+                count = conn.execute("DELETE FROM messages").rowcount
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return count
+
+    def hold(self, message_id: str) -> bool:
+        return (
+            self._admin_write(
+                "UPDATE messages SET state = ? WHERE id = ? AND state IN (?, ?, ?, ?)",
+                (
+                    QueueState.HOLD.value,
+                    message_id,
+                    QueueState.INCOMING.value,
+                    QueueState.ACTIVE.value,
+                    QueueState.DEFERRED.value,
+                    QueueState.HOLD.value,
+                ),
+            )
+            > 0
+        )
+
+    def release(self, message_id: str) -> bool:
+        # Back to INCOMING: the next claim takes its pending and due recipients, or files it
+        # as DEFERRED until its earliest retry time (Postfix's postsuper -H).
+        return (
+            self._admin_write(
+                "UPDATE messages SET state = ? WHERE id = ? AND state = ?",
+                (QueueState.INCOMING.value, message_id, QueueState.HOLD.value),
+            )
+            > 0
+        )
+
+    def stats(self) -> dict[QueueState, int]:
+        counts = dict.fromkeys(QueueState, 0)
+        with self._admin_lock:
+            rows = (
+                self._admin()
+                .execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
+                .fetchall()
+            )
+        for state, count in rows:
+            try:
+                counts[QueueState(state)] += count
+            except ValueError:
+                counts[QueueState.CORRUPT] += count
+        return counts
+
+    def integrity_check(self) -> str:
+        with self._admin_lock:
+            return str(self._admin().execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def open_queue(queue_directory: Path) -> SqliteQueue:
+    """Open (creating if needed, mode 0700) ``queue_directory`` and its ``queue.db``."""
+    directory = Path(queue_directory)
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+    return SqliteQueue(directory / DB_NAME)

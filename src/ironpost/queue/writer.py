@@ -1,0 +1,176 @@
+"""Group commit: one writer thread turns every waiting write into one transaction.
+
+A job is a function of a database connection. Callers on any asyncio loop hand a job to
+:meth:`GroupCommitWriter.run` and await the returned future. The writer thread takes the
+first waiting job and then *everything else that is waiting* (each message that finished
+DATA while the previous commit was on disk joins the next one), runs them all inside one
+``BEGIN IMMEDIATE … COMMIT``, and only then wakes the callers, with one
+``call_soon_threadsafe`` per event loop per batch.
+
+Invariants:
+- a future gets a result only after the COMMIT that holds its job has returned;
+- if anything in a batch fails (a job, the COMMIT, the connection), the transaction is
+  rolled back and every future of the batch gets :class:`QueueWriteError`; the connection
+  is then reopened, so the next batch starts clean;
+- after :meth:`close`, new jobs fail at once and none is left waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ironpost.queue.model import QueueWriteError
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+_Item = tuple[Job, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
+
+
+def _deliver(settled: _Settled) -> None:
+    """Runs on the caller's loop: completes that loop's futures of one batch."""
+    for fut, result, error in settled:
+        if fut.done():  # the caller was cancelled; the work is committed regardless
+            continue
+        if error is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(error)
+
+
+class GroupCommitWriter:
+    """The single writer of one database. ``connect`` opens its (autocommit) connection."""
+
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], *, name: str = "queue-writer"
+    ) -> None:
+        self._connect = connect
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # Counters for tests and benchmarks; written by the writer thread only.
+        self.commits = 0
+        self.jobs_committed = 0
+        self.largest_batch = 0
+        self.failed_batches = 0
+
+    def run(self, job: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``job`` for the next transaction; the future resolves after its commit."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                fut.set_exception(QueueWriteError("queue is closed"))
+                return fut
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
+                self._thread.start()
+            self._jobs.put((job, fut, loop))
+        return fut
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            self._jobs.put(None)
+        if thread is not None:
+            thread.join()
+
+    # -- writer thread -------------------------------------------------------------
+
+    def _main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            stop = False
+            while not stop:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                batch = [first]
+                while True:
+                    try:
+                        item = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                conn = self._run_batch(conn, batch)
+        finally:
+            if conn is not None:
+                conn.close()
+            # Jobs that raced with close(): fail them rather than leave them hanging.
+            leftover: list[_Item] = []
+            while True:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    leftover.append(item)
+            if leftover:
+                self._settle(leftover, None, "queue is closed")
+
+    def _run_batch(
+        self, conn: sqlite3.Connection | None, batch: list[_Item]
+    ) -> sqlite3.Connection | None:
+        results: list[Any] = []
+        try:
+            if conn is None:
+                conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            for job, _fut, _loop in batch:
+                results.append(job(conn))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            self.failed_batches += 1
+            if conn is not None:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # COMMIT failures may already have rolled back
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._settle(batch, None, f"queue write failed: {exc}", exc)
+            return None  # reopen for the next batch: never reuse a connection in doubt
+        self.commits += 1
+        self.jobs_committed += len(batch)
+        self.largest_batch = max(self.largest_batch, len(batch))
+        self._settle(batch, results, None)
+        return conn
+
+    @staticmethod
+    def _settle(
+        batch: list[_Item],
+        results: list[Any] | None,
+        error: str | None,
+        cause: BaseException | None = None,
+    ) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, _Settled] = {}
+        for i, (_job, fut, loop) in enumerate(batch):
+            entry: tuple[asyncio.Future[Any], Any, BaseException | None]
+            if error is None:
+                assert results is not None
+                entry = (fut, results[i], None)
+            else:
+                exc = QueueWriteError(error)
+                exc.__cause__ = cause
+                entry = (fut, None, exc)
+            by_loop.setdefault(loop, []).append(entry)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, settled)
+            except RuntimeError:
+                pass  # that loop is closed: nobody is waiting any more

@@ -1,0 +1,160 @@
+"""The receiving MTA assembled: listeners from master.cf, the queue, local delivery.
+
+Roles stay apart as in Postfix: sessions only accept and commit; the delivery
+runner only reads the queue and writes Maildirs. They meet at the store, and a
+commit wakes the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ironpost.delivery.runner import DeliveryRunner
+from ironpost.maillog import MailLog
+from ironpost.policy.engine import PolicyEngine
+from ironpost.policy.networks import NetworkList
+from ironpost.queue.sqlite import open_queue
+from ironpost.routing import Router, RoutingConfig
+from ironpost.server import tls as tlsmod
+from ironpost.server.context import ConnectionTracker, DiskSpace, ListenerContext
+from ironpost.server.options import SmtpdOptions
+from ironpost.server.session import SmtpSession
+
+if TYPE_CHECKING:
+    from ironpost.config import LoadedConfig, Service
+    from ironpost.config.settings import Settings
+
+
+class MtaServer:
+    def __init__(self, loaded: LoadedConfig, maillog: MailLog) -> None:
+        self.loaded = loaded
+        self.settings = loaded.settings
+        self.maillog = maillog
+        self._servers: list[asyncio.base_events.Server] = []
+        self._stopping = asyncio.Event()
+        self._tls_cache: dict[tuple[str, ...], ssl.SSLContext] = {}
+
+    async def run(self) -> None:
+        settings = self.settings
+        queue_dir = Path(settings.text("queue_directory"))
+        store = open_queue(queue_dir)
+        recovered = await store.recover()
+        if recovered:
+            self.maillog.emit("qmgr", f"recovered {recovered} message(s) from the active queue")
+        router = Router(RoutingConfig.from_settings(settings))
+        runner = DeliveryRunner(store, router, self.maillog, hostname=settings.text("myhostname"))
+        tracker = ConnectionTracker(
+            per_client=settings.integer("smtpd_client_connection_count_limit"),
+            total=settings.integer("smtpd_connection_limit"),
+        )
+        disk = DiskSpace(queue_dir)
+        loop = asyncio.get_running_loop()
+        try:
+            for service in self.loaded.services:
+                ctx = self._listener_context(service, store, router, tracker, disk, runner)
+                for host in service.bind_hosts():
+                    server = await loop.create_server(
+                        lambda ctx=ctx: SmtpSession(ctx),
+                        host=host,
+                        port=service.port,
+                        ssl=ctx.ssl_context if ctx.options.wrappermode else None,
+                        reuse_address=True,
+                        backlog=1024,
+                    )
+                    self._servers.append(server)
+                    self.maillog.emit(
+                        "master", f"listening on {host}:{service.port} ({service.name})"
+                    )
+            runner_task = asyncio.create_task(runner.run())
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self._stopping.set)
+            self.maillog.emit("master", "daemon started -- version ironpost, configuration ok")
+            await self._stopping.wait()
+            self.maillog.emit("master", "terminating on signal")
+            for server in self._servers:
+                server.close()
+            await runner.stop()
+            runner_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner_task
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _listener_context(
+        self,
+        service: Service,
+        store: object,
+        router: Router,
+        tracker: ConnectionTracker,
+        disk: DiskSpace,
+        runner: DeliveryRunner,
+    ) -> ListenerContext:
+        s = service.settings
+        options = SmtpdOptions.from_settings(s)
+        mynetworks = self._networks(s, "mynetworks")
+        exclusions = self._networks(s, "smtpd_forbid_bare_newline_exclusions")
+        policy = PolicyEngine.from_settings(s, router, mynetworks)
+        for name in policy.not_implemented:
+            self.maillog.emit(
+                "smtpd",
+                f"warning: {service.name}: restriction {name} is not yet implemented"
+                " and is evaluated as dunno",
+            )
+        ssl_context = self._tls(s, options)
+        return ListenerContext(
+            service=service.name,
+            options=options,
+            ssl_context=ssl_context,
+            policy=policy,
+            router=router,
+            store=store,  # type: ignore[arg-type]
+            maillog=self.maillog,
+            tracker=tracker,
+            mynetworks=mynetworks,
+            bare_newline_exclusions=exclusions,
+            disk=disk,
+            on_queued=lambda _qid: runner.wake(),
+        )
+
+    def _networks(self, s: Settings, name: str) -> NetworkList:
+        return NetworkList.build(
+            s.words(name),
+            open_table=s.table,
+            warn=lambda text: self.maillog.emit("smtpd", f"warning: {text}"),
+        )
+
+    def _tls(self, s: Settings, options: SmtpdOptions) -> ssl.SSLContext | None:
+        if options.tls_level == "none" and not options.wrappermode:
+            return None
+        chain_files = s.words("smtpd_tls_chain_files")
+        cert = s.text("smtpd_tls_cert_file")
+        key = s.text("smtpd_tls_key_file") or cert
+        if chain_files:
+            pair = (chain_files[0], chain_files[-1] if len(chain_files) > 1 else "")
+        elif cert:
+            pair = (cert, key)
+        else:
+            generated = tlsmod.ensure_self_signed(
+                Path(s.text("data_directory")), s.text("myhostname")
+            )
+            if generated.generated:
+                self.maillog.emit(
+                    "smtpd",
+                    f"warning: no smtpd_tls_cert_file configured: generated a self-signed "
+                    f"certificate {generated.chain}",
+                )
+            pair = (str(generated.chain), str(generated.key))
+        cached = self._tls_cache.get(pair)
+        if cached is None:
+            cached = tlsmod.server_context(Path(pair[0]), Path(pair[1]) if pair[1] else None)
+            self._tls_cache[pair] = cached
+        return cached

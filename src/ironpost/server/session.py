@@ -1,0 +1,273 @@
+"""One SMTP session: asyncio bytes in, protocol events, policy, queue, replies out.
+
+This is glue. The sans-I/O :mod:`ironpost.protocol` decides framing and grammar,
+:mod:`ironpost.policy` decides who may do what, :mod:`ironpost.queue` makes a
+message durable. The session owns what joins them:
+
+- replies to pipelined commands are collected and written in one ``write()``;
+- a handler that must wait (policy, queue commit, TLS handshake) pauses the
+  pipeline, and nothing later is read until its reply is out, so replies stay in
+  order;
+- ``250 … queued as`` is written only after the store's commit returned;
+- timers: ``smtpd_timeout`` between complete commands, a whole-session deadline,
+  and ``smtpd_greet_pause`` before the banner for clients outside $mynetworks;
+- error accounting: after ``smtpd_soft_error_limit`` errors every error reply is
+  delayed, at ``smtpd_hard_error_limit`` the client is dropped with 421.
+
+No exception escapes a callback: an unexpected one becomes ``451 4.3.0`` (or a
+421 and close) and a log line, never a dead server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, cast
+
+from ironpost.protocol import replies as R
+from ironpost.protocol.events import CLOSED, NEED_DATA, PAUSED
+from ironpost.protocol.replies import Reply
+from ironpost.protocol.server import ServerConnection
+from ironpost.server.counters import SessionCounters
+from ironpost.server.handlers import CommandHandlers
+
+if TYPE_CHECKING:
+    from ironpost.server.context import ListenerContext
+
+
+class SmtpSession(asyncio.Protocol, CommandHandlers):
+    """An asyncio Protocol: one instance per connection."""
+
+    def __init__(self, ctx: ListenerContext) -> None:
+        CommandHandlers.__init__(self, ctx)
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._waiting = False
+        self._closing = False
+        self._greeted = False
+        self._errors = 0
+        self._idle: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._greet_timer: asyncio.TimerHandle | None = None
+        self.counters = SessionCounters()
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if peer else "unknown"
+        ctx = self.ctx
+        limit_reply = ctx.tracker.admit(address, exempt=ctx.mynetworks.contains(address))
+        if limit_reply is not None:
+            ctx.maillog.emit(
+                "smtpd", f"warning: Connection concurrency limit exceeded: unknown[{address}]"
+            )
+            transport.write(limit_reply.to_bytes())
+            self._closing = True
+            transport.close()
+            return
+        self._tracked: str | None = address
+        self.begin(address, tls=transport.get_extra_info("ssl_object"))
+        opts = ctx.options
+        self.conn = ServerConnection(self.protocol_options())
+        ctx.maillog.emit("smtpd", f"connect from {self.client_label}")
+        self._deadline = self._loop.call_later(opts.session_deadline, self._on_deadline)
+        self._arm_idle()
+        if opts.greet_pause > 0 and not self.policy_ctx.is_mynetworks:
+            self._greet_timer = self._loop.call_later(opts.greet_pause, self._greet)
+        else:
+            self._greet()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        # Bytes before the banner are turned into EarlyTalker by the protocol.
+        self.conn.receive_data(data)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        if not self._closing:
+            self.conn.receive_data(b"")
+            self._pump()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        for timer in (self._idle, self._deadline, self._greet_timer):
+            if timer is not None:
+                timer.cancel()
+        tracked = getattr(self, "_tracked", None)
+        if tracked is not None:
+            self.ctx.tracker.release(tracked)
+            self.ctx.maillog.emit(
+                "smtpd", f"disconnect from {self.client_label} {self.counters.summary()}"
+            )
+            self._tracked = None
+        self.abort_transaction()
+
+    # -- the pump -----------------------------------------------------------------
+
+    def _greet(self) -> None:
+        self._greet_timer = None
+        if self._closing:
+            return
+        self._greeted = True
+        banner = Reply(220, None, self.ctx.options.banner)
+        self._out.append(self.conn.send_greeting(banner))
+        self._pump()
+
+    def _pump(self) -> None:
+        """Process every complete command in the buffer, then write all replies at once."""
+        if self._waiting or self._closing:
+            return
+        conn = self.conn
+        progressed = False
+        while not self._waiting:
+            event = conn.next_event()
+            if event is NEED_DATA or event is PAUSED:
+                break
+            if event is CLOSED:
+                self._close()
+                return
+            progressed = True
+            try:
+                result = self.handle(event)
+            except Exception as exc:  # a bug must not kill the session silently
+                self.ctx.log_exception("session handler", exc)
+                result = R.LOCAL_ERROR
+            if result is None:
+                continue
+            if isinstance(result, Reply):
+                if not self._reply(result):
+                    return
+                continue
+            self._wait_for(result)
+            break
+        if progressed:
+            self._arm_idle()
+        self._flush()
+        if conn.closed and not self._closing:
+            self._close()
+
+    def _wait_for(self, awaitable: Awaitable[Reply]) -> None:
+        self._waiting = True
+        self._flush()
+        task = asyncio.ensure_future(awaitable)
+        task.add_done_callback(self._resume)
+
+    def _resume(self, task: asyncio.Future[Reply]) -> None:
+        self._waiting = False
+        if self._closing:
+            return
+        try:
+            reply = task.result()
+        except Exception as exc:
+            self.ctx.log_exception("session task", exc)
+            reply = R.LOCAL_ERROR
+        if self._reply(reply):
+            self._pump()
+
+    def _reply(self, reply: Reply) -> bool:
+        """Queue ``reply``; False when the session is over (limit reached or closed)."""
+        self._out.append(self.conn.send(reply))
+        if reply.code >= 400 and reply.code != 421:
+            self._errors += 1
+            if self._errors >= self.ctx.options.hard_error_limit:
+                self.ctx.maillog.emit(
+                    "smtpd", f"too many errors after {self.last_command} from {self.client_label}"
+                )
+                self._out.append(R.TOO_MANY_ERRORS.to_bytes())
+                self._close()
+                return False
+            if self._errors > self.ctx.options.soft_error_limit:
+                # Tarpit: hold every further error reply back by smtpd_error_sleep_time.
+                self._waiting = True
+                self._flush_later(self.ctx.options.error_sleep)
+                return False
+        if self.conn.closed:
+            self._close()
+            return False
+        return True
+
+    def _flush_later(self, delay: float) -> None:
+        out, self._out = self._out, []
+
+        def later() -> None:
+            self._waiting = False
+            if self._closing or self._transport is None:
+                return
+            self._transport.write(b"".join(out))
+            self._pump()
+
+        self._loop.call_later(delay, later)
+
+    def _flush(self) -> None:
+        if self._out and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+        self._out.clear()
+
+    def _close(self) -> None:
+        self._flush()
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- timers -------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self._loop.call_later(self.ctx.options.timeout, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        self._drop(R.TIMEOUT, f"timeout after {self.last_command}")
+
+    def _on_deadline(self) -> None:
+        self._drop(R.TIMEOUT, f"session deadline exceeded after {self.last_command}")
+
+    def _drop(self, reply: Reply, why: str) -> None:
+        if self._closing:
+            return
+        self.ctx.maillog.emit("smtpd", f"{why} from {self.client_label}")
+        self._out.append(reply.to_bytes())
+        self._close()
+
+    # -- STARTTLS -----------------------------------------------------------------
+
+    def _queue_reply_and_start_tls(self, reply: Reply) -> None:
+        """Called by the STARTTLS handler: write the 220, then hand the socket to TLS."""
+        self._out.append(self.conn.send(reply))
+        self._waiting = True
+        self._flush()
+        asyncio.ensure_future(self._handshake()).add_done_callback(lambda _t: None)
+
+    async def _handshake(self) -> None:
+        ctx = self.ctx
+        assert ctx.ssl_context is not None and self._transport is not None
+        try:
+            transport = await self._loop.start_tls(
+                self._transport,
+                self,
+                ctx.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=ctx.options.timeout,
+            )
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            ctx.maillog.emit(
+                "smtpd", f"SSL_accept error from {self.client_label}: {exc or 'timeout'}"
+            )
+            self._closing = True
+            if self._transport is not None:
+                self._transport.close()
+            return
+        if transport is None:
+            self._closing = True
+            return
+        self._transport = transport
+        self.tls_established(transport.get_extra_info("ssl_object"))
+        self._waiting = False
+        self._pump()
