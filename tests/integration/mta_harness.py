@@ -71,6 +71,17 @@ class Mta:
         path = self.data / "maillog"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def log_has(self, *texts: str, timeout: float = 5.0) -> bool:
+        """Wait until every one of ``texts`` is in the maillog (it is flushed ~10x/s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.maillog
+            if all(t in log for t in texts):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
     def maildir(self, user: str) -> Path:
         return self.data / "mail" / DOMAIN / user
 

@@ -87,7 +87,7 @@ def test_early_talker_gets_554(mta_factory: type[MtaFactory]) -> None:
     reply = client.reply()
     assert reply.startswith(b"554"), reply
     assert client.closed()
-    assert "pregreet" in mta.maillog
+    assert mta.log_has("pregreet")
 
 
 def test_overlong_command_line(mta: Mta) -> None:

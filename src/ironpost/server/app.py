@@ -71,6 +71,7 @@ class MtaServer:
                         "master", f"listening on {host}:{service.port} ({service.name})"
                     )
             runner_task = asyncio.create_task(runner.run())
+            flusher = asyncio.create_task(self._flush_log_periodically())
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self._stopping.set)
@@ -80,11 +81,18 @@ class MtaServer:
             for server in self._servers:
                 server.close()
             await runner.stop()
+            flusher.cancel()
             runner_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner_task
         finally:
             store.close()
+            self.maillog.flush()
+
+    async def _flush_log_periodically(self, interval: float = 0.1) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.maillog.flush()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -10,7 +10,7 @@ the smtpd role: stages of policy, the transaction, the Received header, and the
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ironpost.policy.engine import Stage, Verdict
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ironpost.server.context import ListenerContext
     from ironpost.server.counters import SessionCounters
 
-HandlerResult = Reply | Awaitable[Reply] | None
+HandlerResult = Reply | Coroutine[Any, Any, Reply] | None
 
 
 class CommandHandlers:
@@ -379,7 +379,7 @@ class CommandHandlers:
         rejected: Callable[[Reply], Reply] | None = None,
         *,
         count_ok: bool = True,
-    ) -> Awaitable[Reply]:
+    ) -> Coroutine[Any, Any, Reply]:
         async def run() -> Reply:
             decision = await pending
             if decision.verdict in (Verdict.REJECT, Verdict.DEFER) and decision.reply:

@@ -21,8 +21,8 @@ No exception escapes a callback: an unexpected one becomes ``451 4.3.0`` (or a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from ironpost.protocol import replies as R
 from ironpost.protocol.events import CLOSED, NEED_DATA, PAUSED
@@ -141,33 +141,63 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
                 result = R.LOCAL_ERROR
             if result is None:
                 continue
-            if isinstance(result, Reply):
-                if not self._reply(result):
-                    return
-                continue
-            self._wait_for(result)
-            break
+            if not isinstance(result, Reply):
+                reply = self._start(result)
+                if reply is None:
+                    break  # suspended: _continue() picks up from here
+                result = reply
+            if not self._reply(result):
+                return
         if progressed:
             self._arm_idle()
         self._flush()
         if conn.closed and not self._closing:
             self._close()
 
-    def _wait_for(self, awaitable: Awaitable[Reply]) -> None:
+    # Handlers' coroutines run on this light driver rather than on an asyncio Task:
+    # most complete without suspending (policy lookups answered from tables), so the
+    # common case costs one coroutine step and no Task, no scheduling round trip.
+    # When one does wait (the queue commit), it is resumed from the future's done
+    # callback. A coroutine that needs asyncio.current_task() (asyncio.timeout) must
+    # wrap that work in its own Task.
+
+    def _start(self, coro: Coroutine[Any, Any, Reply]) -> Reply | None:
+        """Run ``coro`` to its first suspension; its reply if it finished, else None."""
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return cast(Reply, stop.value)
+        except Exception as exc:
+            self.ctx.log_exception("session handler", exc)
+            return R.LOCAL_ERROR
         self._waiting = True
         self._flush()
-        task = asyncio.ensure_future(awaitable)
-        task.add_done_callback(self._resume)
+        self._park(coro, yielded)
+        return None
 
-    def _resume(self, task: asyncio.Future[Reply]) -> None:
-        self._waiting = False
-        if self._closing:
+    def _park(self, coro: Coroutine[Any, Any, Reply], yielded: Any) -> None:
+        if yielded is None:  # a bare yield: asyncio.sleep(0)
+            self._loop.call_soon(self._continue, coro)
             return
+        yielded._asyncio_future_blocking = False
+        yielded.add_done_callback(lambda _f: self._continue(coro))
+
+    def _continue(self, coro: Coroutine[Any, Any, Reply]) -> None:
         try:
-            reply = task.result()
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            reply = cast(Reply, stop.value)
         except Exception as exc:
             self.ctx.log_exception("session task", exc)
             reply = R.LOCAL_ERROR
+        else:
+            self._park(coro, yielded)
+            return
+        # Even when the client has gone, the coroutine ran to its end: a commit under
+        # way is never abandoned halfway.
+        self._waiting = False
+        if self._closing:
+            return
         if self._reply(reply):
             self._pump()
 
@@ -219,11 +249,17 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
     # -- timers -------------------------------------------------------------------
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self._loop.call_later(self.ctx.options.timeout, self._on_timeout)
+        """Note activity; the single idle timer re-arms itself lazily (no cancel per command)."""
+        self._last_activity = self._loop.time()
+        if self._idle is None:
+            self._idle = self._loop.call_later(self.ctx.options.timeout, self._check_idle)
 
-    def _on_timeout(self) -> None:
+    def _check_idle(self) -> None:
+        remaining = self._last_activity + self.ctx.options.timeout - self._loop.time()
+        if remaining > 0:
+            self._idle = self._loop.call_later(remaining, self._check_idle)
+            return
+        self._idle = None
         self._drop(R.TIMEOUT, f"timeout after {self.last_command}")
 
     def _on_deadline(self) -> None:
