@@ -7,9 +7,10 @@ import shutil
 import smtplib
 import ssl
 import subprocess
+from pathlib import Path
 
 import pytest
-from mta_harness import HOST, STRANGER, Mta, MtaFactory, RawClient
+from mta_harness import HOST, STRANGER, Mta, MtaFactory, RawClient, write_config
 
 MESSAGE = (
     "From: Carol <carol@sender.test>\r\n"
@@ -38,9 +39,7 @@ def test_message_lands_in_maildir_with_trace_headers(mta: Mta) -> None:
     assert b"by mail.example.test (ironpost) with ESMTP id " in body
     assert b"\n.leading dot\n" in body
     assert b"\r\n" not in body  # Maildir files use LF
-    assert mta.log_has(
-        "relay=maildir", "status=sent", "dsn=2.0.0", "message-id=<m1@sender.test>"
-    )
+    assert mta.log_has("relay=maildir", "status=sent", "dsn=2.0.0", "message-id=<m1@sender.test>")
 
 
 def test_queue_id_in_reply_matches_log(mta: Mta) -> None:
@@ -179,3 +178,25 @@ def test_helo_required(mta: Mta) -> None:
     client = RawClient(mta.port, source=STRANGER)
     assert client.cmd(b"MAIL FROM:<c@sender.test>").startswith(b"503")
     client.close()
+
+
+def test_missing_certificate_at_level_may_serves_without_starttls(
+    mta_factory: type[MtaFactory],
+) -> None:
+    mta = mta_factory.start(
+        "smtpd_tls_cert_file = /nonexistent/mail.pem\nsmtpd_tls_key_file = /nonexistent/mail.key\n"
+    )
+    client = RawClient(mta.port)
+    assert b"STARTTLS" not in client.cmd(b"EHLO client.sender.test")
+    assert mta.log_has("STARTTLS is disabled")
+    client.close()
+
+
+def test_missing_certificate_at_level_encrypt_refuses_to_start(tmp_path: Path) -> None:
+    port = write_config(
+        tmp_path,
+        "smtpd_tls_security_level = encrypt\nsmtpd_tls_cert_file = /nonexistent/mail.pem\n",
+    )
+    mta = Mta(tmp_path, port)
+    with pytest.raises(RuntimeError, match="fatal: cannot load TLS certificate"):
+        mta.start()

@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ironpost.maillog import MailLog
     from ironpost.server.app import MtaServer
+    from ironpost.server.tls import TlsConfigError
 
     loaded = load_or_exit(args)
     settings = loaded.settings
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     server = MtaServer(loaded, maillog)
     try:
         _event_loop_runner()(server.run())
-    except OSError as exc:
+    except (OSError, TlsConfigError) as exc:
         print(f"ironpost: fatal: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -163,6 +163,13 @@ class MtaServer:
             pair = (str(generated.chain), str(generated.key))
         cached = self._tls_cache.get(pair)
         if cached is None:
-            cached = tlsmod.server_context(Path(pair[0]), Path(pair[1]) if pair[1] else None)
+            try:
+                cached = tlsmod.server_context(Path(pair[0]), Path(pair[1]) if pair[1] else None)
+            except tlsmod.TlsConfigError as exc:
+                if options.tls_level == "encrypt" or options.wrappermode:
+                    raise  # TLS is mandatory here: refuse to start rather than run open
+                # Postfix at level "may": warn and serve without STARTTLS.
+                self.maillog.emit("smtpd", f"warning: {exc}; STARTTLS is disabled")
+                return None
             self._tls_cache[pair] = cached
         return cached

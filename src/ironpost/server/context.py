@@ -52,6 +52,8 @@ class ConnectionTracker:
 
     def release(self, address: str) -> None:
         current = self._by_client.get(address, 0)
+        if current == 0:
+            return  # never admitted
         if current <= 1:
             self._by_client.pop(address, None)
         else:

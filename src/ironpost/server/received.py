@@ -35,7 +35,8 @@ def received_header(
     recipient: str | None,
     now: float,
 ) -> bytes:
-    lines = [f"Received: from {_clean(helo or client_name)} ({client_name} [{client_address}])"]
+    name = _clean(client_name)
+    lines = [f"Received: from {_clean(helo or client_name)} ({name} [{client_address}])"]
     if tls:
         lines.append(f"\t(using {tls})")
     lines.append(f"\tby {hostname} (ironpost) with {protocol} id {queue_id}")
@@ -50,6 +51,8 @@ def received_header(
 
 def count_received(content: bytes) -> int:
     """Number of Received headers in the header section of ``content`` (for hopcount_limit)."""
+    if content.startswith(b"\r\n"):
+        return 0  # an empty header section
     end = content.find(b"\r\n\r\n")
     head = content if end < 0 else content[: end + 2]
     head = b"\r\n" + head.lower()
