@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"ironpost: mailboxes: {settings.text('virtual_mailbox_base')}", file=sys.stderr)
     print(f"ironpost: maillog: {settings.text('maillog_file') or 'stderr'}", file=sys.stderr)
     for service in loaded.services:
-        host = service.host or settings.text("inet_interfaces")
-        print(f"ironpost: listening: {service.name} on {host}:{service.port}", file=sys.stderr)
+        for host in service.bind_hosts():
+            where = f"[{host}]" if ":" in host else host
+            print(f"ironpost: listening: {service.role} on {where}:{service.port}", file=sys.stderr)
     server = MtaServer(loaded, maillog)
     try:
         _event_loop_runner()(server.run())

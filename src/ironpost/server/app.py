@@ -68,7 +68,7 @@ class MtaServer:
                     )
                     self._servers.append(server)
                     self.maillog.emit(
-                        "master", f"listening on {host}:{service.port} ({service.name})"
+                        "master", f"listening on {host}:{service.port} ({service.role})"
                     )
             runner_task = asyncio.create_task(runner.run())
             flusher = asyncio.create_task(self._flush_log_periodically())
