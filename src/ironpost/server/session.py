@@ -45,7 +45,6 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
         self._out: list[bytes] = []
         self._waiting = False
         self._closing = False
-        self._greeted = False
         self._errors = 0
         self._idle: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
@@ -115,7 +114,6 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
         self._greet_timer = None
         if self._closing:
             return
-        self._greeted = True
         banner = Reply(220, None, self.ctx.options.banner)
         self._out.append(self.conn.send_greeting(banner))
         self._pump()
