@@ -394,7 +394,6 @@ class CommandHandlers:
 
     def _log_reject(self, stage: str, reply: Reply, *, to: str | None = None) -> None:
         tx = self.tx
-        parts = [f"NOQUEUE: reject: {stage} from {self.client_label}: {reply}"]
         details = []
         if tx is not None:
             details.append(f"from=<{tx.sender}>")
@@ -403,7 +402,10 @@ class CommandHandlers:
         details.append(f"proto={self._protocol_name()}")
         if self.helo is not None:
             details.append(f"helo=<{self.helo}>")
-        self.ctx.maillog.emit("smtpd", f"{parts[0]}; {' '.join(details)}")
+        self.ctx.maillog.emit(
+            "smtpd",
+            f"NOQUEUE: reject: {stage} from {self.client_label}: {reply}; {' '.join(details)}",
+        )
 
 
 def _message_id(content: bytes) -> str:
