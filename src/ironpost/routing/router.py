@@ -34,6 +34,7 @@ from ironpost.routing.addresses import (
 )
 from ironpost.routing.domains import DEFAULT_PARENT_MATCH, DomainList, OpenTable, default_open_table
 from ironpost.routing.settings import SettingsLike, optional
+from ironpost.routing.transports import Agent, Route, TransportConfig, TransportSelector
 
 _CLASS_CACHE_MAX = 8192
 _NO_WORDS: tuple[str, ...] = ()
@@ -76,6 +77,7 @@ class RoutingConfig:
     local_addresses: frozenset[str] = frozenset()
     virtual_alias_recursion_limit: int = 1000
     virtual_alias_expansion_limit: int = 1000
+    transports: TransportConfig | None = None  # None: Postfix's defaults, no tables
 
     @classmethod
     def from_settings(
@@ -120,6 +122,7 @@ class RoutingConfig:
             virtual_alias_expansion_limit=optional(
                 settings.integer, "virtual_alias_expansion_limit", 1000
             ),
+            transports=TransportConfig.from_settings(settings),
         )
 
 
@@ -155,20 +158,25 @@ def literal_address(domain: str) -> str | None:
 class Resolution:
     address: str
     klass: AddressClass
-    transport: str  # "maildir" | "smtp" | "error"
+    transport: str  # an Agent value: "maildir" | "smtp" | "lmtp" | "error" | "discard" | …
     mailbox: Path | None = None
     nexthop: str | None = None
     error: str | None = None
+    transport_name: str = ""  # as configured ("relay", "smtp", …), for logs and queues
 
 
 class Router:
     """Routes recipients per a :class:`RoutingConfig`. Cheap to call; caches domain classes."""
 
-    __slots__ = ("_class_cache", "config")
+    __slots__ = ("_class_cache", "_transports", "config")
 
     def __init__(self, config: RoutingConfig) -> None:
         self.config = config
         self._class_cache: dict[str, AddressClass] = {}
+        self._transports = TransportSelector(
+            config.transports
+            or TransportConfig((), "smtp", "relay", "local", "virtual", "", "", False)
+        )
 
     # -- domains ---------------------------------------------------------------------
 
@@ -370,15 +378,28 @@ class Router:
 
     def resolve(self, address: str) -> Resolution:
         """Where one (already expanded) recipient is delivered."""
-        c = self.config
         if is_special_destination(address):
             return _error(address, AddressClass.LOCAL, "alias destination type not supported")
         local, domain, klass = self._resolved(address)
         final = f"{local}@{domain}"
         if klass is AddressClass.RELAY or klass is AddressClass.DEFAULT:
-            return Resolution(final, klass, "smtp", nexthop=domain)
+            route = self._transports.remote(local, domain, relay_class=klass is AddressClass.RELAY)
+            return _routed(final, klass, route)
         if klass is AddressClass.VIRTUAL_ALIAS:
             return _error(final, klass, "User unknown in virtual alias table")
+        res = self._final(local, domain, klass, final)
+        local_route = self._transports.final(
+            local, domain, virtual=klass is AddressClass.VIRTUAL_MAILBOX
+        )
+        if local_route is None:
+            return res
+        if res.transport == "error" and (res.error or "").startswith("User unknown"):
+            return res  # an unknown user stays unknown whatever the transport
+        # Another agent (LMTP to Dovecot, say) delivers: the Maildir path is not ours.
+        return _routed(final, klass, local_route)
+
+    def _final(self, local: str, domain: str, klass: AddressClass, final: str) -> Resolution:
+        c = self.config
         if klass is AddressClass.VIRTUAL_MAILBOX:
             # virtual(8) looks up the full address and the @domain catch-all, never bare user.
             found = self._find(c.virtual_mailbox_maps, local, domain, bare=False)
@@ -399,7 +420,17 @@ class Router:
 
 
 def _error(address: str, klass: AddressClass, text: str) -> Resolution:
-    return Resolution(address, klass, "error", error=text)
+    return Resolution(address, klass, "error", error=text, transport_name="error")
+
+
+def _routed(address: str, klass: AddressClass, route: Route) -> Resolution:
+    if route.agent is Agent.ERROR:
+        return Resolution(
+            address, klass, "error", error=route.nexthop, transport_name=route.transport
+        )
+    return Resolution(
+        address, klass, route.agent.value, nexthop=route.nexthop, transport_name=route.transport
+    )
 
 
 def _maildir(address: str, klass: AddressClass, base: Path, value: str) -> Resolution:
