@@ -46,6 +46,9 @@ data_directory = {data}
 maillog_file = {data}/maillog
 recipient_delimiter = +
 smtpd_greet_pause = 0s
+# Tests never query a resolver outside loopback: nothing listens here, so a lookup is a
+# quick TEMPFAIL unless the test points dns_nameservers at its own DNS server.
+dns_nameservers = 127.0.0.1:9
 """
 
 

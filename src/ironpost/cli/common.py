@@ -1,8 +1,10 @@
 """Options and helpers every subcommand shares: ``-c DIR`` and loading the config.
 
-Owns how the CLI finds and reports the configuration: ``-c DIR`` (default
-``$MAIL_CONFIG``; neither means the embedded default) and diagnostics printed to
-stderr as ``ironpost: warning: file:line: message``.
+Owns how the CLI finds and reports the configuration, and diagnostics printed to stderr
+as ``ironpost: warning: file:line: message``. The config directory is found as Postfix
+finds it (see :func:`default_config_dir`): ``-c DIR`` (``-C DIR`` for sendmail), else
+``$MAIL_CONFIG``, else ``/etc/ironpost`` when it holds a main.cf, else the embedded
+default (so ``ironpost run`` on a machine without any configuration still starts).
 """
 
 from __future__ import annotations
@@ -15,15 +17,30 @@ from typing import NoReturn, TextIO
 
 from ironpost.config import ConfigError, Diagnostic, LoadedConfig, load
 
+DEFAULT_CONFIG_DIR = Path("/etc/ironpost")
+
+
+def default_config_dir() -> str | None:
+    """The config dir when none is given: ``$MAIL_CONFIG``, else ``/etc/ironpost`` if it
+    has a main.cf, else None (the embedded default). ``$MAIL_CONFIG`` is taken even when
+    it names a directory without main.cf: loading it then fails with a clear message,
+    rather than silently running another configuration."""
+    env = os.environ.get("MAIL_CONFIG")
+    if env:
+        return env
+    if (DEFAULT_CONFIG_DIR / "main.cf").is_file():
+        return str(DEFAULT_CONFIG_DIR)
+    return None
+
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c",
         dest="config_dir",
         metavar="DIR",
-        default=os.environ.get("MAIL_CONFIG") or None,
-        help="configuration directory holding main.cf (default: $MAIL_CONFIG, "
-        "else the embedded default)",
+        default=default_config_dir(),
+        help=f"configuration directory holding main.cf (default: $MAIL_CONFIG, else "
+        f"{DEFAULT_CONFIG_DIR} if it has a main.cf, else the embedded default)",
     )
 
 

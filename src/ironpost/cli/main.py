@@ -1,8 +1,10 @@
-"""Entry point: ``ironpost [run|config|postconf|queue] …``.
+"""Entry point: ``ironpost [run|config|postconf|queue|sendmail] …``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``; the
-parser it adds sets ``func(args) -> int``. Every subcommand accepts ``-c DIR`` (or
-``MAIL_CONFIG``) so that it acts on the same configuration and queue as the server.
+parser it adds sets ``func(args) -> int``. Every subcommand accepts ``-c DIR`` (else
+``$MAIL_CONFIG``, else /etc/ironpost; see ``cli/common.py``) so that it acts on the same
+configuration and queue as the server. ``sendmail`` keeps Postfix's getopt-style options
+(``-oi``, ``-bs``, ``-C DIR``), which argparse cannot parse, so it is dispatched first.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("run", "config_cmd", "postconf", "queue")
+SUBCOMMANDS = ("run", "config_cmd", "postconf", "queue", "sendmail")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] == "sendmail":
+        from ironpost.cli.sendmail import sendmail_main
+
+        return sendmail_main(words[1:], program="sendmail")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

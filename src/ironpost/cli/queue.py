@@ -1,10 +1,14 @@
-"""``ironpost queue``: list, show, delete, hold, release and count queued mail.
+"""``ironpost queue``: list, show, delete, hold, release, requeue, flush and shape queued mail.
 
 The Postfix tools it stands in for: ``mailq``/``postqueue -p`` (list), ``postqueue -j``
-(list --json), ``postcat -q`` (show), ``postsuper -d/-h/-H`` (delete, hold, release).
+(list --json), ``postcat -q`` (show), ``postsuper -d/-h/-H/-r`` (delete, hold, release,
+requeue; by id, ``ALL``, ``-`` for ids on stdin, or ``--sender``/``--domain``),
+``postqueue -f``/``-s`` (flush [--domain]) and ``qshape`` (stats).
 Every subcommand opens the queue database with its own connection and a busy timeout,
-so it works while the server runs. Formatting is done by pure functions of
-:class:`~ironpost.queue.model.QueuedMessage` values, tested without a database.
+so it works while the server runs; a bulk action is one transaction. After a change
+that makes mail due (release, requeue, flush) the server is poked through its trigger
+socket; if it is not running, the change simply takes effect when it starts.
+Formatting is done by pure functions, tested without a database.
 """
 
 from __future__ import annotations
@@ -13,14 +17,24 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from ironpost.cli.common import add_config_option, load_or_exit
 from ironpost.queue.model import QueuedMessage, QueueState, RecipientStatus
+from ironpost.queue.shape import (
+    DEFAULT_BUCKET_MINUTES,
+    DEFAULT_STATES,
+    format_shape,
+    geometric_buckets,
+    shape,
+    shape_to_json,
+)
 from ironpost.queue.sqlite import SqliteQueue, open_queue
+from ironpost.queue.trigger import FLUSH, WAKE, notify
 
 EMPTY_SENDER = "MAILER-DAEMON"  # Postfix's empty_address_recipient, as mailq shows it
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -180,48 +194,186 @@ def cmd_show(store: SqliteQueue, message_id: str, *, out: TextIO, err: TextIO) -
     return 0
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What an admin action applies to: explicit ids (``ALL`` alone: every message; ``-``:
+    ids read from stdin, as postsuper does), or messages matching ``--sender`` and/or
+    ``--domain``."""
+
+    ids: tuple[str, ...] = ()
+    sender: str | None = None
+    domain: str | None = None
+
+    @property
+    def explicit(self) -> bool:
+        return bool(self.ids) and self.ids != ("ALL",)
+
+
+_Operation = Callable[[SqliteQueue, Sequence[str]], int]
+
+# action -> (store operation, postsuper's wording of the count, request to poke the server)
+_ACTIONS: dict[str, tuple[_Operation, str, bytes | None]] = {
+    "delete": (lambda store, ids: store.delete_messages(ids), "Deleted", None),
+    "hold": (lambda store, ids: store.hold_messages(ids), "Placed on hold", None),
+    "release": (lambda store, ids: store.release_messages(ids), "Released from hold", WAKE),
+    "requeue": (lambda store, ids: store.requeue_messages(ids), "Requeued", WAKE),
+}
+
+
+def _ids_from(stream: TextIO) -> list[str]:
+    # mailq output piped through awk still carries the "*" (active) and "!" (held) marks.
+    return [word.rstrip("*!") for word in stream.read().split() if word.rstrip("*!")]
+
+
+def resolve(store: SqliteQueue, selection: Selection, stdin: TextIO | None = None) -> list[str]:
+    if selection.ids == ("ALL",):
+        return store.select()
+    if selection.ids:
+        ids: list[str] = []
+        for word in selection.ids:
+            ids.extend(_ids_from(stdin or sys.stdin) if word == "-" else [word])
+        return list(dict.fromkeys(ids))
+    return store.select(sender=selection.sender, domain=selection.domain)
+
+
+def cmd_apply(
+    store: SqliteQueue,
+    action: str,
+    selection: Selection,
+    *,
+    out: TextIO,
+    err: TextIO,
+    stdin: TextIO | None = None,
+    queue_directory: Path | None = None,
+) -> int:
+    """delete/hold/release/requeue the selected messages in one transaction, report the
+    count as postsuper does, then poke the server (release, requeue). Exit status 1 when
+    an explicitly named message does not exist (or, for release, is not on hold)."""
+    operation, verb, trigger = _ACTIONS[action]
+    ids = resolve(store, selection, stdin)
+    missing: list[str] = []
+    if selection.explicit:
+        for message_id in ids:
+            state = store.state_of(message_id)
+            if state is None or (action == "release" and state is not QueueState.HOLD):
+                missing.append(message_id)
+    count = operation(store, ids)
+    what = "no such message on hold" if action == "release" else "no such message"
+    for message_id in missing:
+        err.write(f"ironpost queue: {_printable(message_id)}: {what}\n")
+    out.write(f"ironpost queue: {verb}: {count} message{'' if count == 1 else 's'}\n")
+    if trigger is not None and count and queue_directory is not None:
+        notify(queue_directory, trigger)
+    return 1 if missing else 0
+
+
 def cmd_delete(store: SqliteQueue, target: str, *, out: TextIO, err: TextIO) -> int:
-    if target == "ALL":
-        count = store.delete_all()
-        out.write(f"ironpost queue: Deleted: {count} message{'' if count == 1 else 's'}\n")
-        return 0
-    if not store.delete(target):
-        err.write(f"ironpost queue: {target}: no such message\n")
-        return 1
-    out.write("ironpost queue: Deleted: 1 message\n")
+    """``delete ID|ALL`` (kept for callers of the single-target form)."""
+    return cmd_apply(store, "delete", Selection(ids=(target,)), out=out, err=err)
+
+
+def cmd_flush(
+    store: SqliteQueue,
+    *,
+    domain: str | None,
+    out: TextIO,
+    queue_directory: Path | None = None,
+    now: float | None = None,
+) -> int:
+    """``postqueue -f`` / ``postqueue -s DOMAIN``: deferred mail becomes due now, and the
+    server is told to scan (and, for a full flush, to forget dead destinations)."""
+    count = store.flush(now=now) if domain is None else store.flush_domain(domain, now=now)
+    out.write(f"ironpost queue: Flushed: {count} message{'' if count == 1 else 's'}\n")
+    if queue_directory is not None:
+        # Always, as postqueue does: incoming mail may be waiting for a scan too.
+        notify(queue_directory, FLUSH if domain is None else WAKE)
     return 0
 
 
-def cmd_hold(store: SqliteQueue, message_id: str, *, release: bool, err: TextIO) -> int:
-    ok = store.release(message_id) if release else store.hold(message_id)
-    if not ok:
-        what = "no such message on hold" if release else "no such message"
-        err.write(f"ironpost queue: {message_id}: {what}\n")
-        return 1
+def cmd_stats(
+    store: SqliteQueue,
+    *,
+    now: float,
+    out: TextIO,
+    as_json: bool = False,
+    buckets: Sequence[float] = DEFAULT_BUCKET_MINUTES,
+    states: Sequence[QueueState] = DEFAULT_STATES,
+    by_sender: bool = False,
+    width: int = 80,
+    top: int | None = None,
+) -> int:
+    """Per-state message counts, then the qshape table (or both as one JSON object)."""
+    result = shape(store, now, buckets=buckets, states=states, by_sender=by_sender)
+    if as_json:
+        out.write(json.dumps(shape_to_json(result), indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(format_stats(dict(result.messages)))
+        out.write("\n")
+        out.write(format_shape(result, width=width, top=top))
     return 0
 
 
-def _open_from_args(args: argparse.Namespace) -> SqliteQueue:
+def _open_from_args(args: argparse.Namespace) -> tuple[SqliteQueue, Path]:
     loaded = load_or_exit(args)
-    return open_queue(Path(loaded.settings.text("queue_directory")))
+    directory = Path(loaded.settings.text("queue_directory"))
+    return open_queue(directory), directory
+
+
+def _selection(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Selection:
+    ids = tuple(args.targets)
+    if ids and (args.sender is not None or args.domain is not None):
+        parser.error("give ID|ALL or --sender/--domain, not both")
+    if not ids and args.sender is None and args.domain is None:
+        parser.error("give ID|ALL (or - to read ids from stdin), or --sender/--domain")
+    if "ALL" in ids and len(ids) > 1:
+        parser.error("ALL stands alone")
+    return Selection(ids=ids, sender=args.sender, domain=args.domain)
 
 
 def run(args: argparse.Namespace) -> int:
-    store = _open_from_args(args)
+    action = args.queue_command
+    selection = _selection(args, args.action_parser) if action in _ACTIONS else None
+    store, directory = _open_from_args(args)
     try:
-        action = args.queue_command
         if action == "list":
             return cmd_list(store, as_json=args.json, out=sys.stdout)
         if action == "show":
             return cmd_show(store, args.id, out=sys.stdout, err=sys.stderr)
-        if action == "delete":
-            return cmd_delete(store, args.target, out=sys.stdout, err=sys.stderr)
-        if action in ("hold", "release"):
-            return cmd_hold(store, args.id, release=action == "release", err=sys.stderr)
-        sys.stdout.write(format_stats(store.stats()))
-        return 0
+        if selection is not None:
+            return cmd_apply(
+                store, action, selection, out=sys.stdout, err=sys.stderr, queue_directory=directory
+            )
+        if action == "flush":
+            return cmd_flush(store, domain=args.domain, out=sys.stdout, queue_directory=directory)
+        states = tuple(QueueState(q) for q in args.queues) if args.queues else DEFAULT_STATES
+        return cmd_stats(
+            store,
+            now=time.time(),
+            out=sys.stdout,
+            as_json=args.json,
+            buckets=geometric_buckets(args.buckets, args.minutes, linear=args.linear),
+            states=states,
+            by_sender=args.by_sender,
+            width=args.width,
+            top=args.top,
+        )
     finally:
         store.close()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+_SELECT_HELP = {
+    "delete": "delete messages (like postsuper -d)",
+    "hold": "put messages on hold (like postsuper -h)",
+    "release": "release held messages (like postsuper -H)",
+    "requeue": "requeue messages: due now, held ones released (like postsuper -r)",
+}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -236,13 +388,49 @@ def add_parser(subparsers: Any) -> None:
     p = sub.add_parser("show", help="print a message's envelope and content (like postcat -q)")
     p.add_argument("id")
     add_config_option(p)
-    p = sub.add_parser("delete", help="delete a message, or ALL (like postsuper -d)")
-    p.add_argument("target", metavar="ID|ALL")
-    add_config_option(p)
-    for name, text in (("hold", "put a message on hold"), ("release", "release a held message")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("id")
+    for name, text in _SELECT_HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument(
+            "targets",
+            nargs="*",
+            metavar="ID|ALL|-",
+            help="queue ids, ALL (upper case) for every message, or - to read ids from stdin",
+        )
+        p.add_argument(
+            "--sender",
+            metavar="ADDR",
+            help='messages from this envelope sender (exact, any case; "" or "<>": null sender)',
+        )
+        p.add_argument(
+            "--domain",
+            metavar="DOMAIN",
+            help="messages with a recipient still to deliver in this domain (exact, any case)",
+        )
+        p.set_defaults(action_parser=p)
         add_config_option(p)
-    p = sub.add_parser("stats", help="count messages by state")
+    p = sub.add_parser(
+        "flush", help="deliver deferred mail now (like postqueue -f, or -s with --domain)"
+    )
+    p.add_argument("--domain", metavar="DOMAIN", help="only recipients in this domain")
+    add_config_option(p)
+    p = sub.add_parser(
+        "stats", help="message counts by state and a qshape table of destinations by age"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--queue",
+        dest="queues",
+        action="append",
+        choices=[s.value for s in QueueState if s is not QueueState.CORRUPT],
+        help="queue to count (repeatable; default: incoming, active and deferred)",
+    )
+    p.add_argument(
+        "-s", "--by-sender", action="store_true", help="sender domains instead of recipients'"
+    )
+    p.add_argument("-b", dest="buckets", type=_positive, default=10, help="bucket count (10)")
+    p.add_argument("-t", dest="minutes", type=_positive, default=5, help="bucket time (5 min)")
+    p.add_argument("-l", dest="linear", action="store_true", help="linear, not doubling, ages")
+    p.add_argument("-w", dest="width", type=_positive, default=80, help="terminal width (80)")
+    p.add_argument("--top", type=_positive, help="show only the N largest destinations")
     add_config_option(p)
     parser.set_defaults(func=run)

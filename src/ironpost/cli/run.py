@@ -22,12 +22,19 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ironpost.dns.resolver import parse_nameserver
     from ironpost.maillog import MailLog
     from ironpost.server.app import MtaServer
     from ironpost.server.tls import TlsConfigError
 
     loaded = load_or_exit(args)
     settings = loaded.settings
+    for entry in settings.words("dns_nameservers"):
+        try:
+            parse_nameserver(entry)
+        except ValueError as exc:
+            print(f"ironpost: fatal: dns_nameservers: {exc}", file=sys.stderr)
+            return 1
     data_dir = Path(settings.text("data_directory"))
     queue_dir = Path(settings.text("queue_directory"))
     for directory in (data_dir, queue_dir):

@@ -166,6 +166,40 @@ CORE: tuple[Param, ...] = (
         lo=0,
     ),
     i("default_destination_recipient_limit", "50", "Most recipients per delivery.", lo=0),
+    i(
+        "default_destination_concurrency_failed_cohort_limit",
+        "1",
+        "Failed pseudo-cohorts before a destination is marked dead; 0: never.",
+        lo=0,
+    ),
+    s(
+        "default_destination_concurrency_positive_feedback",
+        "1/concurrency",
+        "Window growth per successful delivery.",
+    ),
+    s(
+        "default_destination_concurrency_negative_feedback",
+        "1/concurrency",
+        "Window shrink per failed delivery.",
+    ),
+    *(
+        row
+        for transport in ("smtp", "relay", "lmtp")
+        for row in (
+            i(
+                f"{transport}_destination_concurrency_limit",
+                "$default_destination_concurrency_limit",
+                f"Most parallel deliveries per destination of the {transport} transport.",
+                lo=0,
+            ),
+            i(
+                f"{transport}_destination_recipient_limit",
+                "$default_destination_recipient_limit",
+                f"Most recipients per delivery of the {transport} transport.",
+                lo=0,
+            ),
+        )
+    ),
     t("default_destination_rate_delay", "0s", "Pause between deliveries to one destination."),
     i("qmgr_message_active_limit", "20000", "Most messages in the active queue.", lo=1),
     i("qmgr_message_recipient_limit", "20000", "Most in-memory recipients.", lo=1),

@@ -1,10 +1,11 @@
-"""Delivery agents: local Maildir delivery driven from the queue.
+"""Delivery: the queue manager and the transports it hands mail to.
 
-``deliver_to_maildir`` owns the on-disk Maildir protocol; ``DeliveryRunner`` owns the
-claim -> deliver -> record loop and the Postfix-format delivery log lines.
+``manager.QueueManager`` owns the claim -> route -> deliver -> record loop and the
+Postfix-format delivery log lines; ``transport`` is the contract every agent meets;
+``local`` (Maildir, discard, error), ``smtp`` (SMTP and LMTP clients) are the agents;
+``bounce`` and ``notices`` build and queue DSNs; ``assemble`` wires them from main.cf.
 """
 
 from ironpost.delivery.maildir import deliver_to_maildir
-from ironpost.delivery.runner import DeliveryRunner
 
-__all__ = ["DeliveryRunner", "deliver_to_maildir"]
+__all__ = ["deliver_to_maildir"]

@@ -2,7 +2,7 @@
 
 Owns the on-disk Maildir protocol (tmp/ -> new/, unique names, LF line ends) and
 nothing else: no routing, no queue, no logging. It is synchronous and runs in a worker
-thread of the delivery runner.
+thread of the Maildir transport (delivery.local).
 
 Invariants:
 - When :func:`deliver_to_maildir` returns, the message is in ``new/`` and both the file

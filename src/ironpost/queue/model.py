@@ -87,6 +87,8 @@ class QueuedMessage:
     state: QueueState
     recipients: list[QueuedRecipient]
     size: int = 0  # stored content size in bytes (what mailq shows)
+    # A delay warning (DSN Action: delayed) was queued for it: one warning per message.
+    warned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,22 @@ def envelope_from_json(text: str, recipients: tuple[RecipientSpec, ...]) -> Enve
         raise
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
         raise CorruptRecord(str(exc)) from exc
+
+
+def address_domain(address: str) -> str:
+    """The domain of an address as qshape and ``--domain`` see it: what follows the last
+    "@", lower-cased, without leading/trailing dots (an address without "@" is its own
+    domain, as in qshape). Stored per recipient, so selection never parses in SQL."""
+    return address.rpartition("@")[2].lower().strip(".")
+
+
+def normalize_sender(sender: str) -> str:
+    """The envelope sender as stored: "<>" (how an administrator types the null sender)
+    is ""; angle brackets around an address are dropped."""
+    sender = sender.strip()
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1]
+    return sender
 
 
 def notify_to_text(notify: tuple[str, ...] | None) -> str | None:

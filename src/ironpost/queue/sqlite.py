@@ -15,8 +15,10 @@ Invariants:
   returns interrupted (ACTIVE) messages to INCOMING.
 
 Admin operations use their own connection with a busy timeout, so the CLI can run them
-from another process while the server is writing. ``content`` reads on a reader thread
-of its own, so that message bodies never wait behind an fsync.
+from another process while the server is writing; each bulk operation (``ALL``, by
+sender, by domain) is one transaction. Opening a database of an older schema version
+upgrades it in place (:data:`~ironpost.queue.records.UPGRADES`). ``content`` reads on a
+reader thread of its own, so that message bodies never wait behind an fsync.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ironpost.queue.ids import new_queue_id
 from ironpost.queue.model import (
@@ -38,6 +41,7 @@ from ironpost.queue.model import (
     QueuedMessage,
     QueueState,
     RecipientStatus,
+    address_domain,
     envelope_to_json,
     notify_to_text,
 )
@@ -51,13 +55,23 @@ from ironpost.queue.records import (
     QueueSchemaError,
     claim_job,
     decode_message,
+    delete_ids,
     delete_message,
+    flush_due,
+    hold_ids,
     load_message,
+    mark_warned_job,
     record_job,
     recover_job,
+    release_ids,
+    requeue_ids,
+    select_ids,
+    shape_rows,
+    upgrade,
 )
 from ironpost.queue.writer import GroupCommitWriter
 
+T = TypeVar("T")
 DB_NAME = "queue.db"
 _FINAL_OUTCOMES = (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.DEFERRED)
 
@@ -111,6 +125,8 @@ class SqliteQueue:
                 raise QueueSchemaError(
                     f"queue schema version {row[0]} is newer than this ironpost ({SCHEMA_VERSION})"
                 )
+            elif row[0] < SCHEMA_VERSION:
+                upgrade(conn, int(row[0]))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -159,6 +175,7 @@ class SqliteQueue:
                 r.orcpt,
                 RecipientStatus.PENDING.value,
                 envelope.arrival,
+                address_domain(r.address),
             )
             for i, r in enumerate(envelope.recipients)
         ]
@@ -210,6 +227,11 @@ class SqliteQueue:
         count: int = await self._writer.run(recover_job)
         return count
 
+    async def mark_warned(self, message_ids: Sequence[str]) -> None:
+        """Record that a delay warning was queued for these messages (one per message)."""
+        if message_ids:
+            await self._writer.run(mark_warned_job(message_ids))
+
     def close(self) -> None:
         self._writer.close()
         if self._reader is not None:
@@ -230,6 +252,87 @@ class SqliteQueue:
             conn = self._admin()
             return conn.execute(sql, params).rowcount
 
+    def _admin_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction of the admin connection."""
+        with self._admin_lock:
+            conn = self._admin()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    def _admin_read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one read transaction (one snapshot) of the admin connection."""
+        with self._admin_lock:
+            conn = self._admin()
+            conn.execute("BEGIN")
+            try:
+                return work(conn)
+            finally:
+                conn.execute("COMMIT")
+
+    def select(
+        self,
+        *,
+        sender: str | None = None,
+        domain: str | None = None,
+        states: Sequence[QueueState] | None = None,
+    ) -> list[str]:
+        """Ids of the messages from ``sender`` (exact, case-insensitive; "" or "<>" is the
+        null sender) and/or with a recipient still to deliver in ``domain`` (exact,
+        case-insensitive) and/or in one of ``states``; no criterion means every message."""
+        return self._admin_read(
+            lambda conn: select_ids(conn, sender=sender, domain=domain, states=states)
+        )
+
+    def delete_messages(self, message_ids: Sequence[str]) -> int:
+        """Delete these messages (any state) in one transaction; return how many existed."""
+        return self._admin_transaction(lambda conn: delete_ids(conn, message_ids))
+
+    def hold_messages(self, message_ids: Sequence[str]) -> int:
+        """Put on hold those not already held (nor CORRUPT); return how many moved."""
+        return self._admin_transaction(lambda conn: hold_ids(conn, message_ids))
+
+    def release_messages(self, message_ids: Sequence[str]) -> int:
+        """Return those on hold to INCOMING; return how many moved."""
+        return self._admin_transaction(lambda conn: release_ids(conn, message_ids))
+
+    def requeue_messages(self, message_ids: Sequence[str], *, now: float | None = None) -> int:
+        """``postsuper -r`` on these messages (see :func:`records.requeue_ids`)."""
+        when = time.time() if now is None else now
+        return self._admin_transaction(lambda conn: requeue_ids(conn, message_ids, when))
+
+    def requeue(self, message_id: str, *, now: float | None = None) -> bool:
+        return self.requeue_messages([message_id], now=now) > 0
+
+    def flush(self, *, now: float | None = None) -> int:
+        """``postqueue -f``: every deferred recipient of a DEFERRED (or ACTIVE) message is
+        due now; return the number of such messages. HOLD and CORRUPT are untouched."""
+        when = time.time() if now is None else now
+        return self._admin_transaction(lambda conn: flush_due(conn, when))
+
+    def flush_domain(self, domain: str, *, now: float | None = None) -> int:
+        """``postqueue -s``: as :meth:`flush`, for recipients in ``domain`` only."""
+        when = time.time() if now is None else now
+        return self._admin_transaction(lambda conn: flush_due(conn, when, domain))
+
+    def shape_rows(
+        self,
+        *,
+        now: float,
+        edges: Sequence[float],
+        states: Sequence[QueueState],
+        by_sender: bool = False,
+    ) -> list[tuple[str, int, int]]:
+        """qshape's counts, ``(domain or sender, bucket, count)``; see :mod:`queue.shape`."""
+        return self._admin_read(
+            lambda conn: shape_rows(conn, now=now, edges=edges, states=states, by_sender=by_sender)
+        )
+
     def list_messages(self) -> list[QueuedMessage]:
         """Every decodable message except CORRUPT ones, sorted by id (= arrival)."""
         with self._admin_lock:
@@ -238,7 +341,8 @@ class SqliteQueue:
             conn.execute("BEGIN")
             try:
                 messages = conn.execute(
-                    "SELECT id, state, size, envelope FROM messages WHERE state != ? ORDER BY id",
+                    "SELECT id, state, size, envelope, warned FROM messages"
+                    " WHERE state != ? ORDER BY id",
                     (QueueState.CORRUPT.value,),
                 ).fetchall()
                 rcpts: dict[str, list[Sequence[Any]]] = {}
@@ -249,11 +353,11 @@ class SqliteQueue:
             finally:
                 conn.execute("COMMIT")
         result: list[QueuedMessage] = []
-        for message_id, state, size, envelope_json in messages:
+        for message_id, state, size, envelope_json, warned in messages:
             try:
                 result.append(
                     decode_message(
-                        message_id, state, size, envelope_json, rcpts.get(message_id, ())
+                        message_id, state, size, envelope_json, rcpts.get(message_id, ()), warned
                     )
                 )
             except CorruptRecord:

@@ -12,8 +12,12 @@ What an engine guarantees (SQLite now, PostgreSQL later):
   removed (and its id returned), one left with only deferred recipients goes to DEFERRED.
 - ``recover`` (startup) puts ACTIVE messages back to INCOMING, as Postfix requeues its
   active queue at start.
+- ``mark_warned`` records, through the same durable path, that a delay warning was
+  queued for a message (``QueuedMessage.warned``), so there is one warning per message.
 - The admin operations are synchronous and safe to call from another process while the
-  server runs.
+  server runs. They never take an ACTIVE message out of ACTIVE (except to HOLD), so a
+  recipient is never handed out twice at once; ``flush``/``requeue`` only make mail due,
+  and the caller pokes the server (:func:`ironpost.queue.trigger.notify`) to act now.
 
 Scheduling (when to retry) is not the store's business: the caller computes
 ``Outcome.next_attempt``.
@@ -43,6 +47,8 @@ class QueueStore(Protocol):
 
     async def recover(self) -> int: ...
 
+    async def mark_warned(self, message_ids: Sequence[str]) -> None: ...
+
     def close(self) -> None: ...
 
     # Admin operations (synchronous; usable from the CLI while the server runs).
@@ -59,3 +65,35 @@ class QueueStore(Protocol):
     def release(self, message_id: str) -> bool: ...
 
     def stats(self) -> dict[QueueState, int]: ...
+
+    # Selection and bulk operations (postsuper/postqueue); each is one transaction.
+    def select(
+        self,
+        *,
+        sender: str | None = None,
+        domain: str | None = None,
+        states: Sequence[QueueState] | None = None,
+    ) -> list[str]: ...
+
+    def delete_messages(self, message_ids: Sequence[str]) -> int: ...
+
+    def hold_messages(self, message_ids: Sequence[str]) -> int: ...
+
+    def release_messages(self, message_ids: Sequence[str]) -> int: ...
+
+    def requeue(self, message_id: str, *, now: float | None = None) -> bool: ...
+
+    def requeue_messages(self, message_ids: Sequence[str], *, now: float | None = None) -> int: ...
+
+    def flush(self, *, now: float | None = None) -> int: ...
+
+    def flush_domain(self, domain: str, *, now: float | None = None) -> int: ...
+
+    def shape_rows(
+        self,
+        *,
+        now: float,
+        edges: Sequence[float],
+        states: Sequence[QueueState],
+        by_sender: bool = False,
+    ) -> list[tuple[str, int, int]]: ...

@@ -1,8 +1,8 @@
-"""The receiving MTA assembled: listeners from master.cf, the queue, local delivery.
+"""The MTA assembled: listeners from master.cf, the queue, the queue manager.
 
-Roles stay apart as in Postfix: sessions only accept and commit; the delivery
-runner only reads the queue and writes Maildirs. They meet at the store, and a
-commit wakes the runner.
+Roles stay apart as in Postfix: sessions only accept and commit; the queue manager
+only reads the queue and hands mail to transports. They meet at the store, and a
+commit wakes the manager.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ironpost.delivery.runner import DeliveryRunner
+from ironpost.delivery.assemble import build_queue_manager
+from ironpost.delivery.manager import QueueManager
+from ironpost.dns.resolver import DnsResolver
 from ironpost.maillog import MailLog
 from ironpost.policy.engine import PolicyEngine
 from ironpost.policy.networks import NetworkList
 from ironpost.queue.sqlite import open_queue
+from ironpost.queue.trigger import TriggerListener, trigger_path
 from ironpost.routing import Router, RoutingConfig
 from ironpost.server import tls as tlsmod
 from ironpost.server.context import ConnectionTracker, DiskSpace, ListenerContext
@@ -47,7 +50,8 @@ class MtaServer:
         if recovered:
             self.maillog.emit("qmgr", f"recovered {recovered} message(s) from the active queue")
         router = Router(RoutingConfig.from_settings(settings))
-        runner = DeliveryRunner(store, router, self.maillog, hostname=settings.text("myhostname"))
+        resolver = DnsResolver.from_settings(settings)
+        runner = build_queue_manager(settings, store, router, self.maillog, resolver=resolver)
         tracker = ConnectionTracker(
             per_client=settings.integer("smtpd_client_connection_count_limit"),
             total=settings.integer("smtpd_connection_limit"),
@@ -70,6 +74,12 @@ class MtaServer:
                     self.maillog.emit(
                         "master", f"listening on {host}:{service.port} ({service.role})"
                     )
+            # sendmail and the queue CLI poke this socket after they change the queue.
+            trigger = await TriggerListener.start(
+                trigger_path(queue_dir),
+                lambda _request: runner.wake(),
+                log=lambda text: self.maillog.emit("qmgr", text),
+            )
             runner_task = asyncio.create_task(runner.run())
             flusher = asyncio.create_task(self._flush_log_periodically())
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,6 +90,7 @@ class MtaServer:
             self.maillog.emit("master", "terminating on signal")
             for server in self._servers:
                 server.close()
+            trigger.close()
             await runner.stop()
             flusher.cancel()
             runner_task.cancel()
@@ -104,7 +115,7 @@ class MtaServer:
         router: Router,
         tracker: ConnectionTracker,
         disk: DiskSpace,
-        runner: DeliveryRunner,
+        runner: QueueManager,
     ) -> ListenerContext:
         s = service.settings
         options = SmtpdOptions.from_settings(s)

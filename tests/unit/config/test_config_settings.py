@@ -104,13 +104,13 @@ def test_expansion_loop_names_parameter(load_main: Loader) -> None:
 def test_unknown_names(load_main: Loader) -> None:
     cfg = load_main(
         "myhostname = h.x.org\nsmtp_sasl_auth_enable = yes\n"
-        "lmtp_destination_concurrency_limit = 2\n"
+        "pipe_destination_concurrency_limit = 2\n"
         "my_rules = permit_mynetworks\nsmtpd_client_restrictions = $my_rules\n"
     )
     (w1,) = [d for d in cfg.warnings if "smtp_sasl_auth_enable" in d.message]
     assert w1.line == 2 and "not implemented by ironpost; ignored" in w1.message
     assert not any("my_rules" in d.message for d in cfg.diagnostics)  # referenced: fine
-    (w2,) = [d for d in cfg.diagnostics if "lmtp_destination" in d.message]
+    (w2,) = [d for d in cfg.diagnostics if "pipe_destination" in d.message]
     assert w2.severity == "warning" and w2.line == 3
     msg = _error(load_main, "myhostname = h.x.org\nsmtpd_recipent_restrictions = permit\n")
     assert "main.cf:2: error: unknown parameter 'smtpd_recipent_restrictions'" in msg

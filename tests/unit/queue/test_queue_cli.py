@@ -13,9 +13,10 @@ import pytest
 from queue_testing import CLIENT, build_envelope
 
 from ironpost.cli.queue import (
+    Selection,
     asctime,
+    cmd_apply,
     cmd_delete,
-    cmd_hold,
     cmd_list,
     cmd_show,
     format_json,
@@ -191,10 +192,12 @@ def test_commands_on_a_store(store: SqliteQueue) -> None:
 
     assert cmd_show(store, "NOSUCHID", out=out, err=err) == 1
     assert "NOSUCHID: no such message" in err.getvalue()
-    assert cmd_hold(store, b, release=False, err=err) == 0
+    one = Selection(ids=(b,))
+    assert cmd_apply(store, "hold", one, out=out, err=err) == 0
     assert store.get(b).state is QueueState.HOLD  # type: ignore[union-attr]
-    assert cmd_hold(store, b, release=True, err=err) == 0
-    assert cmd_hold(store, b, release=True, err=err) == 1
+    assert cmd_apply(store, "release", one, out=out, err=err) == 0
+    assert cmd_apply(store, "release", one, out=out, err=err) == 1
+    assert f"{b}: no such message on hold" in err.getvalue()
     assert cmd_delete(store, "NOSUCHID", out=out, err=err) == 1
     assert cmd_delete(store, a, out=out, err=err) == 0
     assert cmd_delete(store, "ALL", out=out, err=err) == 0

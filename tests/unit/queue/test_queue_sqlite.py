@@ -18,7 +18,7 @@ from ironpost.queue import (
     SqliteQueue,
     open_queue,
 )
-from ironpost.queue.records import QueueSchemaError
+from ironpost.queue.records import SCHEMA_VERSION, QueueSchemaError
 
 BODY = b"Received: from x\r\nSubject: hi\r\n\r\nHello\r\n"
 NOW = 1_700_000_100.0
@@ -50,7 +50,7 @@ def test_files_are_private(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "q" / "queue.db").stat().st_mode) == 0o600
     conn = sqlite3.connect(tmp_path / "q" / "queue.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     conn.close()
 
 

@@ -1,0 +1,412 @@
+"""The queue manager: claims due mail, routes each recipient to a transport, records.
+
+Owns Postfix qmgr's job: one loop that claims due messages from the store, groups each
+message's pending recipients by ``transport:nexthop``, hands each group to its delivery
+agent under the per-destination concurrency gate, turns the results into per-recipient
+outcomes (with the retry time from the backoff schedule, or a bounce when the queue
+lifetime is over), queues the notices the senders asked for, and records.
+
+It never touches the network itself (the transports do) and never decides policy about
+*when* (the scheduler does): it is the glue between store, scheduler and transports.
+
+Invariants:
+- Every claimed recipient gets exactly one outcome in the message's ``record()``, also
+  when routing, content reading or a transport raises (all of which defer).
+- A recipient is recorded DELIVERED only after its transport said SENT, which the
+  transports say only once the next hop (or the Maildir file) has the message durably.
+- Notices (bounces, delay warnings, success reports) are queued *before* the outcomes
+  are recorded: a crash in between sends a notice twice, never not at all. If queueing a
+  notice fails, the recipients it reports on are deferred instead of recorded final.
+- DNS trouble (a TEMPFAIL) defers; only a transport's 5xx, an ``error:`` route or the
+  end of the queue lifetime bounces.
+- A dead destination's mail is deferred without a connection attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ironpost.delivery.notices import Attempt, Notices
+from ironpost.delivery.transport import (
+    BatchRecipient,
+    DeliveryRequest,
+    Disposition,
+    NextHop,
+    RecipientResult,
+    Transport,
+)
+from ironpost.queue.model import Outcome, QueuedMessage, RecipientStatus
+from ironpost.routing import AddressClass
+from ironpost.scheduler import Backoff, DestinationLimiter, Lifetime, feedback_of
+
+if TYPE_CHECKING:
+    from ironpost.maillog import MailLog
+    from ironpost.queue.store import QueueStore
+    from ironpost.routing import Resolution, Router
+
+__all__ = ["QueueManager"]
+
+_LOCAL_ERROR = "4.3.0 mail system error"
+
+
+@dataclass(slots=True)
+class _Group:
+    hop: NextHop
+    service: str  # the log's service name: smtp, relay, lmtp, virtual, local, error, …
+    recipients: list[BatchRecipient]
+
+
+@dataclass(slots=True)
+class _Done:
+    """One recipient's result plus what the log line and the notices need."""
+
+    rcpt: BatchRecipient
+    result: RecipientResult
+    service: str
+    agent: str
+    to: str
+    start: float
+    end: float
+
+
+class QueueManager:
+    """Delivers the queue. One instance per process; :meth:`run` until :meth:`stop`."""
+
+    def __init__(
+        self,
+        store: QueueStore,
+        router: Router,
+        maillog: MailLog,
+        *,
+        transports: Mapping[str, Transport],
+        limiter: DestinationLimiter,
+        backoff: Backoff,
+        lifetime: Lifetime,
+        notices: Notices,
+        batch: int = 64,
+        active_limit: int = 2000,
+        poll_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._router = router
+        self._log = maillog
+        self._transports = transports
+        self._limiter = limiter
+        self._backoff = backoff
+        self._lifetime = lifetime
+        self._notices = notices
+        self._batch = batch
+        self._active_limit = active_limit
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._wakeup = asyncio.Event()
+        self._released = asyncio.Event()  # a delivery slot came free somewhere
+        self._active: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._running: asyncio.Future[None] | None = None
+        self._next_due: float | None = None
+
+    # -- control -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New or released mail: claim now instead of at the next poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        self._stopping = False
+        self._running = asyncio.get_running_loop().create_future()
+        try:
+            while not self._stopping:
+                self._wakeup.clear()
+                claimed = 0
+                try:
+                    claimed = await self.claim_once()
+                except Exception as exc:  # the loop must survive a broken store
+                    self._log.emit("qmgr", f"warning: queue scan failed: {exc!r}")
+                if self._stopping:
+                    break
+                if claimed >= self._batch and len(self._active) < self._active_limit:
+                    await asyncio.sleep(0)  # a full batch: more mail is probably due
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._idle_timeout())
+        finally:
+            if not self._running.done():
+                self._running.set_result(None)
+            self._running = None
+
+    async def stop(self) -> None:
+        """Finish the deliveries under way (deliver and record), then close transports."""
+        self._stopping = True
+        self._wakeup.set()
+        running = self._running
+        if running is not None:
+            await asyncio.shield(running)
+        if self._active:
+            await asyncio.gather(*self._active, return_exceptions=True)
+        for transport in self._transports.values():
+            with contextlib.suppress(Exception):
+                await transport.close()
+
+    async def drain(self) -> None:
+        """Claim and deliver until nothing is due (tests and ``queue flush`` use it)."""
+        while await self.claim_once():
+            await asyncio.gather(*self._active, return_exceptions=True)
+        await asyncio.gather(*self._active, return_exceptions=True)
+
+    def _idle_timeout(self) -> float:
+        timeout = self._poll_interval
+        if self._next_due is not None:
+            until = self._next_due - self._clock()
+            if until <= 0:
+                self._next_due = None
+                return 0.0
+            timeout = min(timeout, until)
+        return max(timeout, 0.0)
+
+    # -- claiming ------------------------------------------------------------------
+
+    async def claim_once(self) -> int:
+        room = self._active_limit - len(self._active)
+        if room <= 0:
+            return 0
+        now = self._clock()
+        messages = await self._store.claim(now=now, limit=min(self._batch, room))
+        for msg in messages:
+            task = asyncio.create_task(self._message(msg, now))
+            self._active.add(task)
+            task.add_done_callback(self._finished)
+        return len(messages)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.emit("qmgr", f"warning: delivery task failed: {task.exception()!r}")
+        if not self._stopping:
+            self._wakeup.set()  # room in the active queue: claim more
+
+    # -- one message ---------------------------------------------------------------
+
+    async def _message(self, msg: QueuedMessage, claimed: float) -> None:
+        pending = [BatchRecipient(r.index, r.spec) for r in msg.recipients if not r.status.is_final]
+        attempts = {r.index: r.attempts for r in msg.recipients}
+        done: list[_Done] = []
+        content = b""
+        try:
+            content = await self._store.content(msg.id)
+        except Exception as exc:
+            self._log.emit("qmgr", f"warning: {msg.id}: queue file read error: {exc!r}")
+            done = [self._local(msg, r, "qmgr", r.spec.address, _LOCAL_ERROR) for r in pending]
+        else:
+            groups, early = self._route(msg, pending)
+            done.extend(early)
+            if groups:
+                parts = await asyncio.gather(
+                    *(self._deliver(msg, content, g, claimed) for g in groups)
+                )
+                for part in parts:
+                    done.extend(part)
+        outcomes = self._outcomes(msg, done, attempts, claimed)
+        tried = [Attempt(d.rcpt.spec, d.result, d.agent, d.end) for d in done]
+        outcomes, warned = await self._notices.send(msg, tried, outcomes, content, self._clock())
+        for o in outcomes:
+            if o.next_attempt is not None and (
+                self._next_due is None or o.next_attempt < self._next_due
+            ):
+                self._next_due = o.next_attempt
+        for queue_id in await self._store.record(outcomes):
+            self._log.emit("qmgr", f"{queue_id}: removed")
+        if warned:
+            await self._store.mark_warned([msg.id])
+
+    def _route(
+        self, msg: QueuedMessage, pending: list[BatchRecipient]
+    ) -> tuple[list[_Group], list[_Done]]:
+        groups: dict[NextHop, _Group] = {}
+        early: list[_Done] = []
+        for rcpt in pending:
+            try:
+                res = self._router.resolve(rcpt.spec.address)
+            except Exception as exc:  # a table lookup failure defers, as in Postfix
+                self._log.emit("qmgr", f"warning: {msg.id}: address resolution failed: {exc!r}")
+                early.append(self._local(msg, rcpt, "qmgr", rcpt.spec.address, _LOCAL_ERROR))
+                continue
+            hop, service = _hop(res)
+            if hop.transport not in self._transports:
+                self._log.emit(
+                    "qmgr",
+                    f"warning: {msg.id}: transport {res.transport_name or res.transport!r} "
+                    "is not available",
+                )
+                early.append(
+                    self._local(msg, rcpt, service, res.address, "4.3.5 mail transport unavailable")
+                )
+                continue
+            group = groups.get(hop)
+            if group is None:
+                group = groups[hop] = _Group(hop, service, [])
+            group.recipients.append(rcpt)
+        # Split groups at the transport's recipient limit.
+        out: list[_Group] = []
+        for g in groups.values():
+            limit = self._limiter.recipient_limit(g.hop.transport) or len(g.recipients)
+            for i in range(0, len(g.recipients), limit):
+                out.append(_Group(g.hop, g.service, g.recipients[i : i + limit]))
+        return out, early
+
+    async def _deliver(
+        self, msg: QueuedMessage, content: bytes, group: _Group, claimed: float
+    ) -> list[_Done]:
+        hop = group.hop
+        if not await self._acquire(hop):
+            reason = self._limiter.dead_reason(hop) or "destination not reachable"
+            now = self._clock()
+            return [
+                _Done(
+                    r,
+                    RecipientResult(
+                        r.index,
+                        Disposition.DEFERRED,
+                        "4.4.1",
+                        f"delivery temporarily suspended: {reason}",
+                        "none",
+                    ),
+                    group.service,
+                    hop.transport,
+                    r.spec.address,
+                    now,
+                    now,
+                )
+                for r in group.recipients
+            ]
+        start = self._clock()
+        request = DeliveryRequest(msg.id, msg.envelope, tuple(group.recipients), content, hop)
+        results: list[RecipientResult] = []
+        try:
+            results = await self._transports[hop.transport].deliver(request)
+        except Exception as exc:  # an agent bug defers its batch; it must not lose it
+            self._log.emit("qmgr", f"warning: {msg.id}: {hop} delivery failed: {exc!r}")
+        finally:
+            feedback = feedback_of(results)
+            failure = next((r.reply for r in results if r.destination_failed), None)
+            self._limiter.release(hop, feedback, failure)
+            self._released.set()
+        end = self._clock()
+        by_index = {r.index: r for r in results}
+        out = []
+        for rcpt in group.recipients:
+            result = by_index.get(rcpt.index)
+            if result is None:  # the agent forgot one: defer it, never drop it
+                result = RecipientResult(
+                    rcpt.index, Disposition.DEFERRED, "4.3.0", "mail system error", "none"
+                )
+            out.append(
+                _Done(rcpt, result, group.service, hop.transport, rcpt.spec.address, start, end)
+            )
+        return out
+
+    async def _acquire(self, hop: NextHop) -> bool:
+        """Wait for a delivery slot; False when the destination is dead."""
+        while True:
+            if self._limiter.acquire(hop):
+                return True
+            if self._limiter.is_dead(hop):
+                return False
+            self._released.clear()
+            # A slot frees on release; the timeout covers a dead time running out.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), 1.0)
+
+    # -- results -------------------------------------------------------------------
+
+    def _local(
+        self, msg: QueuedMessage, rcpt: BatchRecipient, service: str, to: str, reply: str
+    ) -> _Done:
+        dsn, _, text = reply.partition(" ")
+        now = self._clock()
+        disposition = Disposition.BOUNCED if dsn.startswith("5") else Disposition.DEFERRED
+        result = RecipientResult(rcpt.index, disposition, dsn, text, "none")
+        return _Done(rcpt, result, service, "none", to, now, now)
+
+    def _outcomes(
+        self,
+        msg: QueuedMessage,
+        done: list[_Done],
+        attempts: dict[int, int],
+        claimed: float,
+    ) -> list[Outcome]:
+        env = msg.envelope
+        null_sender = not env.sender
+        outcomes: list[Outcome] = []
+        expired = False
+        for d in done:
+            r = d.result
+            stored = f"{r.dsn} {r.reply}"
+            status = r.disposition.value
+            if r.disposition is Disposition.SENT:
+                outcome = Outcome(msg.id, d.rcpt.index, RecipientStatus.DELIVERED, stored)
+            elif r.disposition is Disposition.BOUNCED:
+                outcome = Outcome(msg.id, d.rcpt.index, RecipientStatus.BOUNCED, stored)
+            else:
+                proposed = self._backoff.next_attempt(d.end, attempts.get(d.rcpt.index, 0) + 1)
+                retry = self._lifetime.retry_at(env.arrival, d.end, null_sender, proposed)
+                if retry is None:  # the queue lifetime is over: this deferral bounces
+                    outcome = Outcome(msg.id, d.rcpt.index, RecipientStatus.BOUNCED, stored)
+                    d.result = _expired(r)
+                    expired = True
+                    status = "bounced"
+                else:
+                    outcome = Outcome(msg.id, d.rcpt.index, RecipientStatus.DEFERRED, stored, retry)
+            outcomes.append(outcome)
+            delay = max(0.0, d.end - env.arrival)
+            delays = (
+                max(0.0, claimed - env.arrival),
+                max(0.0, d.start - claimed),
+                r.conn_delay,
+                max(r.xfer_delay, d.end - d.start - r.conn_delay) if r.relay != "none" else 0.0,
+            )
+            self._log.delivery(
+                d.service,
+                msg.id,
+                to=d.to,
+                orig_to=d.rcpt.spec.original,
+                relay=r.relay,
+                delay=delay,
+                delays=delays,
+                dsn=r.dsn,
+                status=status,
+                detail=r.reply,
+            )
+        if expired:
+            self._log.emit(
+                "qmgr", f"{msg.id}: from=<{env.sender}>, status=expired, returned to sender"
+            )
+        return outcomes
+
+
+def _hop(res: Resolution) -> tuple[NextHop, str]:
+    """The delivery agent and next hop of a resolution, and its log service name."""
+    if res.transport == "maildir":
+        service = "virtual" if res.klass is AddressClass.VIRTUAL_MAILBOX else "local"
+        return NextHop("maildir", ""), service
+    if res.transport == "error":
+        text = res.error or "User unknown"
+        if not (text[:2] in ("5.", "4.") and " " in text):
+            text = f"5.1.1 {text}" if text.startswith("User unknown") else f"5.0.0 {text}"
+        return NextHop("error", text), "error"
+    return NextHop(res.transport, res.nexthop or ""), res.transport_name or res.transport
+
+
+def _expired(r: RecipientResult) -> RecipientResult:
+    """A deferral at the end of the queue lifetime: the last reason, made permanent."""
+    dsn = r.dsn if r.dsn[:1] in ("4", "5") else "4.4.7"
+    reply = r.reply or "message expired in queue"
+    return RecipientResult(
+        r.index, Disposition.BOUNCED, dsn, reply, r.relay, r.conn_delay, r.xfer_delay
+    )
