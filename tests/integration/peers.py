@@ -37,15 +37,13 @@ class SmtpSink:
         self.port = port
         self.dumps = directory / "dumps"
         self.dumps.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o777)
-        os.chmod(self.dumps, 0o777)  # smtp-sink drops privileges to nobody
         self.output = directory / "sink.log"
         self._log = open(self.output, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
                 SMTP_SINK,
                 "-u",
-                "nobody",
+                "root",  # it insists on dropping privileges; root can write the dumps
                 "-v",
                 "-d",
                 f"{self.dumps}/%H%M%S.",
@@ -76,10 +74,11 @@ class SmtpSink:
         return f"[{self.host}]:{self.port}"
 
     def lines(self) -> list[str]:
-        return [
-            line.removeprefix("smtp-sink: ")
-            for line in self.output.read_text(errors="replace").splitlines()
-        ]
+        out = []
+        for line in self.output.read_text(errors="replace").splitlines():
+            _, sep, rest = line.partition("smtp-sink: ")
+            out.append(rest if sep else line)
+        return out
 
     def messages(self) -> list[bytes]:
         return [p.read_bytes() for p in sorted(self.dumps.iterdir())]

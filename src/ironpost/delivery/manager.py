@@ -118,6 +118,14 @@ class QueueManager:
         """New or released mail: claim now instead of at the next poll."""
         self._wakeup.set()
 
+    def flush(self) -> None:
+        """``ironpost queue flush``: the store made deferred mail due; dead destinations
+        get a fresh chance too, as with ``postqueue -f``."""
+        revived = self._limiter.revive_all()
+        if revived:
+            self._log.emit("qmgr", f"flush: {revived} dead destination(s) revived")
+        self._wakeup.set()
+
     async def run(self) -> None:
         self._stopping = False
         self._running = asyncio.get_running_loop().create_future()

@@ -266,6 +266,17 @@ class DestinationLimiter:
         """How many destinations are remembered."""
         return len(self._states)
 
+    def revive_all(self) -> int:
+        """Forget every dead mark (``postqueue -f`` does: the operator says "try now").
+        Return how many destinations were dead."""
+        now = self._clock()
+        revived = 0
+        for dest, st in self._states.items():
+            if st.dead_until > now or st.probing:
+                self._revive(st, self.limits(dest.transport))
+                revived += 1
+        return revived
+
     # --- bounded memory ------------------------------------------------------------
 
     def forget_idle(self) -> int:

@@ -21,7 +21,7 @@ from ironpost.maillog import MailLog
 from ironpost.policy.engine import PolicyEngine
 from ironpost.policy.networks import NetworkList
 from ironpost.queue.sqlite import open_queue
-from ironpost.queue.trigger import TriggerListener, trigger_path
+from ironpost.queue.trigger import FLUSH, TriggerListener, trigger_path
 from ironpost.routing import Router, RoutingConfig
 from ironpost.server import tls as tlsmod
 from ironpost.server.context import ConnectionTracker, DiskSpace, ListenerContext
@@ -77,7 +77,7 @@ class MtaServer:
             # sendmail and the queue CLI poke this socket after they change the queue.
             trigger = await TriggerListener.start(
                 trigger_path(queue_dir),
-                lambda _request: runner.wake(),
+                lambda request: runner.flush() if request == FLUSH else runner.wake(),
                 log=lambda text: self.maillog.emit("qmgr", text),
             )
             runner_task = asyncio.create_task(runner.run())

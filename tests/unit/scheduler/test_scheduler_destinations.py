@@ -299,3 +299,19 @@ def test_invariants_under_random_operations(
         assert lim.total_in_flight == sum(held) <= procs
         assert lim.window(d) <= limit
         assert [lim.in_flight(x) for x in dests] == held
+
+
+def test_revive_all_forgets_dead_marks() -> None:
+    from ironpost.delivery.transport import NextHop
+    from ironpost.scheduler import DestinationLimiter, Feedback, SchedulerConfig
+
+    now = [1000.0]
+    limiter = DestinationLimiter(SchedulerConfig(initial_destination_concurrency=1), lambda: now[0])
+    dest = NextHop("smtp", "down.example")
+    assert limiter.acquire(dest)
+    limiter.release(dest, Feedback.FAILURE, "connection refused")
+    assert limiter.is_dead(dest)
+    assert limiter.revive_all() == 1
+    assert not limiter.is_dead(dest)
+    assert limiter.acquire(dest)
+    assert limiter.revive_all() == 0
