@@ -35,6 +35,7 @@ unit: $(STAMP)
 
 bench: $(STAMP) deps
 	$(BIN)/python bench/accept.py
+	$(BIN)/python bench/relay.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

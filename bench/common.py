@@ -2,13 +2,16 @@
 
 Owns the benchmark's fairness invariants:
 
-* Both servers read the **same** main.cf text (`MAIN_CF`). The only thing that differs between
-  the two rendered files is the per-server root directory (queue, data, log, Maildir base, map
-  file all live under it); the mail uid/gid are the same for both.
+* Both servers read the **same** main.cf text (`MAIN_CF`, or a benchmark's extension of it such
+  as relay.py's). The only thing that differs between the two rendered files is the per-server
+  root directory (queue, data, log, Maildir base, map file all live under it); the mail
+  uid/gid are the same for both.
 * Every load starts on a fresh, empty Maildir, so "end to end" counts only this run's messages.
 * Rates are messages / wall time. "Accepted" stops when smtp-source exits (every message got
   its 250 after DATA); "end to end" stops at the last rename into the Maildir's ``new/``, read
   from that directory's mtime, so the polling interval does not inflate or hide anything.
+* The relay benchmark's remote end is one fresh `SmtpSink` per run, so its count is that run's;
+  `DnsTrap` takes every DNS query ironpost makes, so none leaves loopback.
 
 Nothing here imports ironpost: the benchmark drives both servers from the outside, as a client
 would, so it measures the same thing for both.
@@ -19,7 +22,9 @@ from __future__ import annotations
 import os
 import platform
 import pwd
+import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +44,7 @@ MAILBOX = f"{DOMAIN}/user/"
 # Who owns the delivered mail. Postfix's virtual(8) refuses uids below virtual_minimum_uid (100),
 # and the postfix account exists wherever the Debian package is installed.
 MAIL_USER = "postfix"
+SINK_USER = "nobody"  # smtp-sink refuses to keep root privileges
 
 # The shared main.cf. Placeholders: {root} (this server's own directory), {uid}, {gid}.
 # Everything a server needs that Postfix would otherwise read from /etc/postfix is set here, so
@@ -77,13 +83,13 @@ maillog_file_prefixes = {root}
 VMAILBOX = f"{RECIPIENT} {MAILBOX}\n"
 
 
-def render_main_cf(root: Path) -> str:
-    """The shared main.cf for a server living under ``root``."""
+def render_main_cf(root: Path, template: str = MAIN_CF) -> str:
+    """The shared main.cf (``template``, a `MAIN_CF`-style text) for a server under ``root``."""
     pw = pwd.getpwnam(MAIL_USER)
-    return MAIN_CF.format(root=root, uid=pw.pw_uid, gid=pw.pw_gid)
+    return template.format(root=root, uid=pw.pw_uid, gid=pw.pw_gid)
 
 
-def prepare_root(root: Path) -> None:
+def prepare_root(root: Path, template: str = MAIN_CF) -> None:
     """Create the directories both servers expect under ``root``, with the config files.
 
     The tree must be traversable by unprivileged daemons (Postfix's virtual(8) runs as the mail
@@ -96,7 +102,7 @@ def prepare_root(root: Path) -> None:
     (root / "queue").mkdir(mode=0o755)
     (root / "mail").mkdir(mode=0o755)
     os.chown(root / "mail", pw.pw_uid, pw.pw_gid)
-    (root / "etc" / "main.cf").write_text(render_main_cf(root))
+    (root / "etc" / "main.cf").write_text(render_main_cf(root, template))
     (root / "etc" / "vmailbox").write_text(VMAILBOX)
 
 
@@ -166,6 +172,7 @@ class LoadSpec:
     sessions: int
     size: int
     reuse: bool  # smtp-source -d: several messages per connection
+    recipient: str = RECIPIENT
 
     @property
     def mode(self) -> str:
@@ -176,7 +183,7 @@ class LoadSpec:
         argv += ["-l", str(self.size)]
         if self.reuse:
             argv.append("-d")
-        argv += ["-f", SENDER, "-t", RECIPIENT, f"{host}:{port}"]
+        argv += ["-f", SENDER, "-t", self.recipient, f"{host}:{port}"]
         return argv
 
 
@@ -272,6 +279,170 @@ def run_load(server: Server, spec: LoadSpec, timeout: float, poll: float = 0.25)
         e2e_seconds=last_delivery - wall0,
         delivered=delivered,
     )
+
+
+# --- the relay's remote end: smtp-sink, and a DNS trap ---------------------------------------
+
+
+class SmtpSink:
+    """``smtp-sink -c`` on ``host:port``, counting the messages it acknowledged.
+
+    Invariant: `reached_at` is the `time.perf_counter()` at which the reader thread saw the
+    counter reach `target`; the counter only grows, so only each chunk's last record matters.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.count = 0
+        self.sessions = 0  # connections the sink saw end: shows the servers' connection reuse
+        self.target = 0
+        self.reached_at: float | None = None
+        self.reached = threading.Event()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self, target: int, timeout: float = 10.0) -> None:
+        if port_open(self.host, self.port):
+            raise BenchError(f"{self.host}:{self.port} is already in use; the sink needs it")
+        self.target = target
+        self.proc = subprocess.Popen(
+            ["smtp-sink", "-c", "-u", SINK_USER, f"{self.host}:{self.port}", "1024"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        proc = self.proc
+        try:
+            wait_for_banner(self.host, self.port, timeout, alive=lambda: proc.poll() is None)
+        except BenchError as exc:
+            self.stop()
+            raise BenchError(f"smtp-sink: {exc}") from exc
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        tail = b""
+        while chunk := os.read(fd, 65536):
+            records = (tail + chunk).split(b"\r")
+            tail = records.pop()  # an incomplete record, or b""
+            if not records:
+                continue
+            last = records[-1]
+            fields = dict(f.split(b"=", 1) for f in last.split() if b"=" in f)
+            if b"mesg" not in fields:
+                continue
+            self.sessions = int(fields.get(b"sess", b"0"))
+            self.count = int(fields[b"mesg"])
+            if self.count >= self.target and self.reached_at is None:
+                self.reached_at = time.perf_counter()
+                self.reached.set()
+
+    def stop(self) -> str:
+        """Stop the sink; returns what it wrote on stderr (warnings, errors)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return ""
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(5)
+        err = proc.stderr.read() if proc.stderr else b""
+        return err.decode(errors="replace").strip()
+
+
+# --- the DNS trap --------------------------------------------------------------------------
+
+
+class DnsTrap:
+    """A UDP and TCP socket on ``host:port`` that counts DNS queries and never answers.
+
+    ironpost's resolver is pointed here, so a lookup cannot leave loopback, and any lookup on
+    the relay path (there should be none for a ``[address]`` next hop) is seen and counted.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.queries: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._socks: list[socket.socket] = []
+
+    def start(self) -> None:
+        try:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind((self.host, self.port))
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((self.host, self.port))
+            tcp.listen(16)
+        except OSError as exc:
+            raise BenchError(f"DNS trap on {self.host}:{self.port}: {exc}") from exc
+        self._socks = [udp, tcp]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.queries.clear()
+
+    def _serve(self) -> None:
+        udp, tcp = self._socks
+        sel = selectors.DefaultSelector()
+        sel.register(udp, selectors.EVENT_READ)
+        sel.register(tcp, selectors.EVENT_READ)
+        while not self._stop.is_set():
+            for key, _ in sel.select(0.2):
+                if key.fileobj is udp:
+                    packet, _ = udp.recvfrom(4096)
+                    self._record(packet)
+                else:
+                    conn, _ = tcp.accept()
+                    conn.settimeout(1.0)
+                    try:
+                        self._record(conn.recv(4096)[2:])  # 2-byte length prefix
+                    except OSError:
+                        self._record(b"")
+                    finally:
+                        conn.close()
+        sel.close()
+
+    def _record(self, packet: bytes) -> None:
+        with self._lock:
+            self.queries.append(dns_question(packet))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        for sock in self._socks:
+            sock.close()
+
+
+def dns_question(packet: bytes) -> str:
+    """``name/type`` of a DNS query's first question, or ``?`` when it cannot be read."""
+    labels, at = [], 12
+    try:
+        while (length := packet[at]) != 0:
+            labels.append(packet[at + 1 : at + 1 + length].decode("ascii", "replace"))
+            at += 1 + length
+        qtype = int.from_bytes(packet[at + 1 : at + 3], "big")
+    except IndexError:
+        return "?"
+    return f"{'.'.join(labels)}./{qtype}"
 
 
 # --- environment -----------------------------------------------------------------------------

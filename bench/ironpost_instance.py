@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import MAIL_USER, REPO, BenchError, prepare_root, wait_for_banner
+from common import MAIL_USER, MAIN_CF, REPO, BenchError, prepare_root, wait_for_banner
 
 IRONPOST = REPO / ".venv" / "bin" / "ironpost"
 
@@ -47,9 +47,15 @@ class IronpostInstance:
     name = "ironpost"
 
     def __init__(
-        self, root: Path, host: str = "127.0.0.21", port: int = 2525, binary: Path = IRONPOST
+        self,
+        root: Path,
+        host: str = "127.0.0.21",
+        port: int = 2525,
+        binary: Path = IRONPOST,
+        main_cf: str = MAIN_CF,
     ) -> None:
         self.binary = binary
+        self.main_cf = main_cf  # a `common.MAIN_CF`-style template
         self.root = root
         self.host = host
         self.port = port
@@ -57,7 +63,7 @@ class IronpostInstance:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def setup(self) -> None:
-        prepare_root(self.root)
+        prepare_root(self.root, self.main_cf)
         (self.config_dir / "master.cf").write_text(
             f"{self.host}:{self.port} inet n - n - - smtpd\n"
         )

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import BenchError, prepare_root, wait_for_banner
+from common import MAIN_CF, BenchError, prepare_root, wait_for_banner
 
 # Debian's master.cf (postfix 3.7), the services a virtual-domain MTA uses, with chroot = n.
 MASTER_CF_SERVICES = """\
@@ -64,8 +64,11 @@ class PostfixInstance:
 
     name = "postfix"
 
-    def __init__(self, root: Path, host: str = "127.0.0.20", port: int = 2525) -> None:
+    def __init__(
+        self, root: Path, host: str = "127.0.0.20", port: int = 2525, main_cf: str = MAIN_CF
+    ) -> None:
         self.root = root
+        self.main_cf = main_cf  # a `common.MAIN_CF`-style template
         self.host = host
         self.port = port
         self.config_dir = root / "etc"
@@ -82,7 +85,7 @@ class PostfixInstance:
             )
 
     def setup(self) -> None:
-        prepare_root(self.root)
+        prepare_root(self.root, self.main_cf)
         master = f"{self.host}:{self.port} inet n - n - - smtpd\n" + MASTER_CF_SERVICES
         (self.config_dir / "master.cf").write_text(master)
         done = subprocess.run(
