@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +68,64 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _DirSync:
+    """Group fsync of one directory: one fsync covers every link made before it started.
+
+    Several pool threads delivering to one busy Maildir each need ``new/`` fsynced after
+    their link. A thread that finds an fsync of the directory already running waits for
+    the *next* one (which starts after its link, so it covers it) instead of issuing its
+    own: under load, one directory fsync serves many messages. Correctness rests on
+    ordering only: ``requested`` is bumped after the caller's link, and a finished fsync
+    satisfies exactly the requests made before it started.
+    """
+
+    __slots__ = ("cond", "done", "requested", "running")
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.requested = 0
+        self.done = 0
+        self.running = False
+
+    def sync(self, path: Path) -> None:
+        with self.cond:
+            self.requested += 1
+            mine = self.requested
+            while self.done < mine:
+                if self.running:
+                    self.cond.wait()
+                    continue
+                self.running = True
+                target = self.requested
+                self.cond.release()
+                try:
+                    _fsync_dir(path)
+                finally:
+                    self.cond.acquire()
+                    self.running = False
+                    self.cond.notify_all()
+                # Reached only when the fsync succeeded (an error propagates to this
+                # caller; the others retry with an fsync of their own).
+                self.done = max(self.done, target)
+
+
+_dir_syncs: dict[Path, _DirSync] = {}
+_dir_syncs_lock = threading.Lock()
+_DIR_SYNCS_MAX = 4096
+
+
+def _sync_dir(path: Path) -> None:
+    with _dir_syncs_lock:
+        syncer = _dir_syncs.get(path)
+        if syncer is None:
+            if len(_dir_syncs) >= _DIR_SYNCS_MAX:
+                # Forget idle directories; a running one keeps its entry.
+                for key in [k for k, v in _dir_syncs.items() if not v.running]:
+                    del _dir_syncs[key]
+            syncer = _dir_syncs[path] = _DirSync()
+    syncer.sync(path)
 
 
 def ensure_maildir(maildir: Path) -> None:
@@ -178,7 +237,7 @@ def deliver_lf_to_maildir(
             # tmp/ exists but new/ was removed: repair and retry once.
             ensure_maildir(maildir)
             _link_or_rename(tmp, new)
-        _fsync_dir(new.parent)
+        _sync_dir(new.parent)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -8,7 +8,9 @@ per recipient with its own status).
 Invariants:
 - every write of the server (submit, claim, record, recover) goes through the single
   :class:`~ironpost.queue.writer.GroupCommitWriter` thread, so a caller hears "done"
-  only after the COMMIT (fsync of the WAL under ``synchronous=FULL``) holding its work;
+  only after the COMMIT holding its work; a submit's COMMIT is fsynced
+  (``synchronous=FULL``), the manager's claim/record bookkeeping is not (see
+  :mod:`ironpost.queue.writer`: a power loss can mean a redelivery, never a loss);
 - HOLD and CORRUPT messages are never claimed; undecodable rows are moved to CORRUPT by
   ``claim`` and skipped by the admin listings;
 - a crash at any point leaves the database consistent (SQLite's WAL), and ``recover``
@@ -192,7 +194,7 @@ class SqliteQueue:
     async def claim(self, *, now: float, limit: int) -> list[QueuedMessage]:
         if limit <= 0:
             return []
-        result: list[QueuedMessage] = await self._writer.run(claim_job(now, limit))
+        result: list[QueuedMessage] = await self._writer.run(claim_job(now, limit), durable=False)
         return result
 
     async def content(self, message_id: str) -> bytes:
@@ -220,7 +222,7 @@ class SqliteQueue:
                 raise ValueError(f"a deferred outcome needs next_attempt: {o}")
         if not outcomes:
             return []
-        removed: list[str] = await self._writer.run(record_job(list(outcomes)))
+        removed: list[str] = await self._writer.run(record_job(list(outcomes)), durable=False)
         return removed
 
     async def recover(self) -> int:
@@ -230,7 +232,7 @@ class SqliteQueue:
     async def mark_warned(self, message_ids: Sequence[str]) -> None:
         """Record that a delay warning was queued for these messages (one per message)."""
         if message_ids:
-            await self._writer.run(mark_warned_job(message_ids))
+            await self._writer.run(mark_warned_job(message_ids), durable=False)
 
     def close(self) -> None:
         self._writer.close()

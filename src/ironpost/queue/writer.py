@@ -7,6 +7,15 @@ DATA while the previous commit was on disk joins the next one), runs them all in
 ``BEGIN IMMEDIATE … COMMIT``, and only then wakes the callers, with one
 ``call_soon_threadsafe`` per event loop per batch.
 
+A job is *durable* (the default) or not. A batch holding any durable job commits with
+``synchronous=FULL`` (the WAL is fsynced before COMMIT returns); a batch of only
+non-durable jobs commits with ``synchronous=NORMAL`` (no fsync: it reaches the disk with
+the next durable commit or checkpoint). The queue manager's bookkeeping (claim, record)
+is non-durable: a power loss can undo it, which means a redelivery, never a loss, while a
+kill -9 loses nothing (the data is in the OS page cache). Accepting mail (submit) is
+always durable. The WAL is sequential, so a durable commit also makes every earlier
+commit durable: the order of events on disk is always a prefix of the order in memory.
+
 Invariants:
 - a future gets a result only after the COMMIT that holds its job has returned;
 - if anything in a batch fails (a job, the COMMIT, the connection), the transaction is
@@ -28,7 +37,7 @@ from ironpost.queue.model import QueueWriteError
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Job, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Item = tuple[Job, "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool]
 _Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
 
 
@@ -60,9 +69,15 @@ class GroupCommitWriter:
         self.jobs_committed = 0
         self.largest_batch = 0
         self.failed_batches = 0
+        self.fsync_commits = 0  # commits made with synchronous=FULL
+        self._synchronous: str | None = None  # the connection's current setting
 
-    def run(self, job: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Queue ``job`` for the next transaction; the future resolves after its commit."""
+    def run(
+        self, job: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> asyncio.Future[T]:
+        """Queue ``job`` for the next transaction; the future resolves after its commit.
+
+        ``durable=False``: the commit need not be fsynced (see the module docstring)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._lock:
@@ -72,7 +87,7 @@ class GroupCommitWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
                 self._thread.start()
-            self._jobs.put((job, fut, loop))
+            self._jobs.put((job, fut, loop, durable))
         return fut
 
     def close(self) -> None:
@@ -125,11 +140,17 @@ class GroupCommitWriter:
         self, conn: sqlite3.Connection | None, batch: list[_Item]
     ) -> sqlite3.Connection | None:
         results: list[Any] = []
+        durable = any(item[3] for item in batch)
         try:
             if conn is None:
                 conn = self._connect()
+                self._synchronous = None
+            wanted = "FULL" if durable else "NORMAL"
+            if self._synchronous != wanted:
+                conn.execute(f"PRAGMA synchronous={wanted}")
+                self._synchronous = wanted
             conn.execute("BEGIN IMMEDIATE")
-            for job, _fut, _loop in batch:
+            for job, _fut, _loop, _durable in batch:
                 results.append(job(conn))
             conn.execute("COMMIT")
         except Exception as exc:
@@ -146,6 +167,7 @@ class GroupCommitWriter:
             self._settle(batch, None, f"queue write failed: {exc}", exc)
             return None  # reopen for the next batch: never reuse a connection in doubt
         self.commits += 1
+        self.fsync_commits += durable
         self.jobs_committed += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
         self._settle(batch, results, None)
@@ -159,7 +181,7 @@ class GroupCommitWriter:
         cause: BaseException | None = None,
     ) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, _Settled] = {}
-        for i, (_job, fut, loop) in enumerate(batch):
+        for i, (_job, fut, loop, _durable) in enumerate(batch):
             entry: tuple[asyncio.Future[Any], Any, BaseException | None]
             if error is None:
                 assert results is not None

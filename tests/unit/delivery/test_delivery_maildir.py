@@ -204,3 +204,49 @@ def test_content_round_trips_with_lf(body: bytes) -> None:
         assert head == b"Return-Path: <a@example.org>\n"
         assert rest == body.replace(b"\r\n", b"\n")
         assert NAME_RE.match(path.name)["size"] == str(len(data))  # type: ignore[index]
+
+
+def test_directory_fsyncs_are_shared_but_never_skipped(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Many threads syncing one directory: fewer fsyncs than callers, and each caller
+    returns only after an fsync that started after its request."""
+    import threading
+    import time as _time
+
+    from ironpost.delivery import maildir as md
+
+    started: list[int] = []  # the request count seen when each fsync began
+    syncer = md._DirSync()
+
+    def slow_fsync(path) -> None:  # type: ignore[no-untyped-def]
+        started.append(syncer.requested)
+        _time.sleep(0.01)
+
+    monkeypatch.setattr(md, "_fsync_dir", slow_fsync)
+    covered: list[bool] = []
+
+    def caller() -> None:
+        syncer.sync(tmp_path)
+        with syncer.cond:
+            covered.append(syncer.done >= 1)
+
+    threads = [threading.Thread(target=caller) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(covered) and len(covered) == 16
+    assert 1 <= len(started) < 16
+    assert syncer.done == syncer.requested == 16
+
+
+def test_a_failed_directory_fsync_raises_for_its_caller(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ironpost.delivery import maildir as md
+
+    def broken(path) -> None:  # type: ignore[no-untyped-def]
+        raise OSError(5, "Input/output error")
+
+    syncer = md._DirSync()
+    monkeypatch.setattr(md, "_fsync_dir", broken)
+    with pytest.raises(OSError):
+        syncer.sync(tmp_path)
+    assert syncer.done == 0 and not syncer.running
