@@ -227,6 +227,8 @@ CORE: tuple[Param, ...] = (
     t("smtp_data_xfer_timeout", "180s", "Stall limit while sending content.", lo=1),
     t("smtp_data_done_timeout", "600s", "Wait for the end-of-data reply.", lo=1),
     t("smtp_quit_timeout", "300s", "Wait for the QUIT reply.", lo=1),
+    t("smtp_rset_timeout", "20s", "Wait for the RSET reply.", lo=1),
+    t("smtp_connection_cache_time_limit", "2s", "Idle time of a cached SMTP session.", lo=1),
     i("smtp_mx_address_limit", "5", "Most MX addresses tried; 0: no limit."),
     i("smtp_mx_session_limit", "2", "Most sessions per delivery attempt; 0: no limit."),
     b("smtp_skip_5xx_greeting", "yes", "Try the next MX after a 5xx greeting."),

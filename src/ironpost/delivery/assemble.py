@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ironpost.delivery.local import DiscardTransport, ErrorTransport, MaildirTransport
@@ -34,6 +35,15 @@ def build_transports(
         "discard": DiscardTransport(),
         "error": ErrorTransport(),
     }
+    if resolver is not None:
+        from ironpost.delivery.smtp import SmtpOptions, SmtpTransport
+
+        # "Mail loops back to myself": the addresses we listen on are ours too.
+        ours = router.config.local_addresses
+        smtp = replace(SmtpOptions.from_settings(settings), my_addresses=ours)
+        lmtp = replace(SmtpOptions.from_settings(settings, lmtp=True), my_addresses=ours)
+        transports["smtp"] = SmtpTransport(resolver, smtp, maillog=maillog)
+        transports["lmtp"] = SmtpTransport(resolver, lmtp, maillog=maillog)
     return transports
 
 

@@ -1,9 +1,18 @@
-"""Sans-I/O SMTP: the server state machine, envelope grammar, body framing and replies.
+"""Sans-I/O SMTP: the server and client state machines, reply parsing, envelope grammar,
+body framing and replies.
 
 Owns everything between bytes on the wire and protocol events; imports no asyncio,
 socket, ssl or selectors (a test scans for that). See ``server.py`` for the model.
 """
 
+from ironpost.protocol.client import (
+    Capabilities,
+    ClientConnection,
+    ConnectionLost,
+    Replied,
+    Transaction,
+    TxRecipient,
+)
 from ironpost.protocol.errors import (
     AddressError,
     LocalProtocolError,
@@ -45,6 +54,7 @@ from ironpost.protocol.grammar import (
     parse_rcpt_params,
 )
 from ironpost.protocol.replies import Reply
+from ironpost.protocol.reply_parser import ReplyParser
 from ironpost.protocol.server import ServerConnection
 from ironpost.protocol.session import Phase, ServerOptions
 
@@ -56,7 +66,10 @@ __all__ = [
     "Auth",
     "AuthResponse",
     "BdatChunk",
+    "Capabilities",
+    "ClientConnection",
     "ConnectionClosed",
+    "ConnectionLost",
     "Data",
     "EarlyTalker",
     "Event",
@@ -77,12 +90,16 @@ __all__ = [
     "Rcpt",
     "RcptParams",
     "RemoteProtocolError",
+    "Replied",
     "Reply",
+    "ReplyParser",
     "Rset",
     "Sentinel",
     "ServerConnection",
     "ServerOptions",
     "StartTls",
+    "Transaction",
+    "TxRecipient",
     "Vrfy",
     "parse_mail_params",
     "parse_path",
