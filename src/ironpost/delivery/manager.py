@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["QueueManager"]
 
 _LOCAL_ERROR = "4.3.0 mail system error"
+_LOCAL_AGENTS = frozenset({"maildir", "discard", "error"})
 
 
 @dataclass(slots=True)
@@ -196,8 +197,10 @@ class QueueManager:
         self._active.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._log.emit("qmgr", f"warning: delivery task failed: {task.exception()!r}")
-        if not self._stopping:
-            self._wakeup.set()  # room in the active queue: claim more
+        if not self._stopping and len(self._active) == self._active_limit - 1:
+            # The active queue was full, so due mail may be waiting: claim more. (Waking
+            # on every finished message would cost a claim transaction per message.)
+            self._wakeup.set()
 
     # -- one message ---------------------------------------------------------------
 
@@ -272,7 +275,11 @@ class QueueManager:
         self, msg: QueuedMessage, content: bytes, group: _Group, claimed: float
     ) -> list[_Done]:
         hop = group.hop
-        if not await self._acquire(hop):
+        # Local agents (Maildir, discard, error) have no remote host to protect: their
+        # concurrency is the Maildir thread pool's. The per-destination gate, slow start
+        # and dead marks are for network next hops.
+        gated = hop.transport not in _LOCAL_AGENTS
+        if gated and not await self._acquire(hop):
             reason = self._limiter.dead_reason(hop) or "destination not reachable"
             now = self._clock()
             return [
@@ -301,10 +308,11 @@ class QueueManager:
         except Exception as exc:  # an agent bug defers its batch; it must not lose it
             self._log.emit("qmgr", f"warning: {msg.id}: {hop} delivery failed: {exc!r}")
         finally:
-            feedback = feedback_of(results)
-            failure = next((r.reply for r in results if r.destination_failed), None)
-            self._limiter.release(hop, feedback, failure)
-            self._released.set()
+            if gated:
+                feedback = feedback_of(results)
+                failure = next((r.reply for r in results if r.destination_failed), None)
+                self._limiter.release(hop, feedback, failure)
+                self._released.set()
         end = self._clock()
         by_index = {r.index: r for r in results}
         out = []
