@@ -19,6 +19,7 @@ would, so it measures the same thing for both.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import pwd
@@ -515,3 +516,31 @@ def _mem_total_mb() -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+SERVERS = ("postfix", "ironpost")
+
+
+def add_load_arguments(p: argparse.ArgumentParser, ironpost_bin: Path) -> None:
+    """The load and run options both benchmarks share (addresses are each script's own)."""
+    p.add_argument("--messages", type=int, default=20_000, help="messages per load (20000)")
+    p.add_argument("--sessions", type=int, default=50, help="parallel SMTP sessions (50)")
+    p.add_argument("--size", type=int, default=4096, help="message size in bytes (4096)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds; the table shows medians (1)")
+    p.add_argument(
+        "--mode", choices=("both", "new", "reuse"), default="both", help="load modes (both)"
+    )
+    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
+    p.add_argument(
+        "--ironpost-bin", type=Path, default=ironpost_bin, help="the ironpost command (.venv's)"
+    )
+    p.add_argument("--timeout", type=float, default=900.0, help="per-load limit in seconds")
+    p.add_argument("--workdir", type=Path, default=None, help="where instance dirs go (/tmp)")
+    p.add_argument("--keep", action="store_true", help="keep instance dirs (queues, logs)")
+    p.add_argument("--output", type=Path, default=None, help="JSON path (bench/results/...)")
+
+
+def check_load_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("messages", "sessions", "size", "rounds"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")

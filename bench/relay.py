@@ -55,11 +55,14 @@ from typing import Any
 
 from common import (
     MAIN_CF,
+    SERVERS,
     BenchError,
     DnsTrap,
     LoadSpec,
     Server,
     SmtpSink,
+    add_load_arguments,
+    check_load_arguments,
     ensure_tools,
     machine_info,
     port_open,
@@ -68,7 +71,6 @@ from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
 from postfix_instance import PostfixInstance
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVERS = ("postfix", "ironpost")
 RELAY_DOMAIN = "relay.test"
 RELAY_RECIPIENT = f"user@{RELAY_DOMAIN}"
 
@@ -244,29 +246,13 @@ def split_addr(addr: str) -> tuple[str, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--messages", type=int, default=20_000, help="messages per load (20000)")
-    p.add_argument("--sessions", type=int, default=50, help="parallel SMTP sessions (50)")
-    p.add_argument("--size", type=int, default=4096, help="message size in bytes (4096)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds; the table shows medians (1)")
-    p.add_argument(
-        "--mode", choices=("both", "new", "reuse"), default="both", help="load modes (both)"
-    )
-    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
+    add_load_arguments(p, IRONPOST)
     p.add_argument("--postfix-addr", default="127.0.0.31:2525", help="host:port for Postfix")
     p.add_argument("--ironpost-addr", default="127.0.0.32:2525", help="host:port for ironpost")
     p.add_argument("--sink-addr", default="127.0.0.30:2526", help="host:port for smtp-sink")
     p.add_argument("--dns-trap", default="127.0.0.39:53", help="host:port of the DNS trap")
-    p.add_argument(
-        "--ironpost-bin", type=Path, default=IRONPOST, help="the ironpost command (.venv's)"
-    )
-    p.add_argument("--timeout", type=float, default=900.0, help="per-load limit in seconds")
-    p.add_argument("--workdir", type=Path, default=None, help="where instance dirs go (/tmp)")
-    p.add_argument("--keep", action="store_true", help="keep instance dirs (queues, logs)")
-    p.add_argument("--output", type=Path, default=None, help="JSON path (bench/results/...)")
     args = p.parse_args(argv)
-    for name in ("messages", "sessions", "size", "rounds"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
+    check_load_arguments(p, args)
     try:
         for name in ("postfix_addr", "ironpost_addr", "sink_addr", "dns_trap"):
             setattr(args, name, split_addr(getattr(args, name)))
