@@ -30,9 +30,9 @@ from ironpost.cli.sendmail import (
     qualify,
     read_message,
     sendmail_main,
-    smtp_session,
     split_header,
 )
+from ironpost.cli.sendmail_bs import smtp_session
 from ironpost.queue import open_queue
 
 NOW = 1_700_000_000.0
