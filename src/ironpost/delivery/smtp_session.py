@@ -27,6 +27,7 @@ from ironpost.protocol.client import ClientConnection, ClientEvent, Command, Pha
 from ironpost.protocol.errors import RemoteProtocolError
 from ironpost.protocol.events import Sentinel
 from ironpost.protocol.replies import Reply
+from ironpost.server.tls import describe
 
 if TYPE_CHECKING:
     from ironpost.config.settings import Settings
@@ -379,7 +380,7 @@ class Connector:
             trust = "Verified"
         elif sslobj is not None and sslobj.getpeercert(binary_form=True):
             trust = "Untrusted"
-        session.tls = _describe(sslobj)
+        session.tls = describe(sslobj)  # the server's wording, as Postfix logs both
         if self.options.tls_loglevel >= 1:
             self._log(f"{trust} TLS connection established to {route.relay}: {session.tls}")
 
@@ -405,15 +406,3 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _describe(sslobj: ssl.SSLObject | None) -> str | None:
-    """``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)``, as Postfix logs it."""
-    if sslobj is None:
-        return None
-    cipher = sslobj.cipher()
-    version = sslobj.version() or "TLS"
-    if not cipher:
-        return version
-    name, _, bits = cipher
-    return f"{version} with cipher {name} ({bits}/{bits} bits)"
