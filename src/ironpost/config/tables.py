@@ -251,15 +251,18 @@ def _braced(spec: str, name: str) -> str:
 
 
 def _parse_inline(spec: str, name: str) -> dict[str, str]:
+    # Errors name the table by type only: an inline table may hold secrets
+    # (smtp_sasl_password_maps), and error texts reach logs and terminals.
+    label = "inline:{ ... }"
     try:
-        items = words(_braced(spec, name))
+        items = words(_braced(label, name))
     except BraceError as exc:
-        raise TableError(f"{spec}: {exc}") from None
+        raise TableError(f"{label}: {exc}") from None
     out: dict[str, str] = {}
-    for item in items:
+    for n, item in enumerate(items, 1):
         key, sep, value = strip_braces(item).partition("=")
         if not sep or not key.strip():
-            raise TableError(f"{spec}: expected key=value, got {item!r}")
+            raise TableError(f"{label}: element {n} is not key=value")
         out.setdefault(key.strip().lower(), value.strip())
     return out
 
