@@ -304,10 +304,13 @@ def test_config_check_unknown_parameter_is_error(tmp_path: Path) -> None:
 def test_config_check_real_unimplemented_postfix_parameter_is_warning(tmp_path: Path) -> None:
     from ironpost.config import PARAMS
 
-    assert "smtp_sasl_password_maps" not in PARAMS  # else pick another real name
+    assert "smtp_sasl_auth_cache_name" not in PARAMS  # else pick another real name
     config = _write(
         tmp_path / "sasl",
-        ["myhostname = mail.example.test", "smtp_sasl_password_maps = hash:/etc/postfix/sasl"],
+        [
+            "myhostname = mail.example.test",
+            "smtp_sasl_auth_cache_name = btree:/var/lib/postfix/sasl_auth_cache",
+        ],
     )
     result = cli("config", "check", "-c", str(config))
     assert result.returncode == 0, result.stderr
@@ -315,7 +318,7 @@ def test_config_check_real_unimplemented_postfix_parameter_is_warning(tmp_path: 
     assert len(warnings) == 1
     file, line, msg = warnings[0]
     assert (file, line) == (str(config / "main.cf"), 2)
-    assert "smtp_sasl_password_maps" in msg and "not implemented" in msg
+    assert "smtp_sasl_auth_cache_name" in msg and "not implemented" in msg
     assert "config OK (1 warning)" in result.stdout
 
 

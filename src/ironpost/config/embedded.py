@@ -44,13 +44,40 @@ maillog_file = {data_dir}/maillog
 """
 
 
+#: The settings of Postfix's commented submission example, hardened: AUTH over TLS
+#: only, AUTH before MAIL, the login must own the envelope sender and the From:
+#: address, and the client's address stays out of Received:.
+SUBMISSION_OPTIONS = (
+    ("smtpd_sasl_auth_enable", "yes"),
+    ("smtpd_tls_auth_only", "yes"),
+    ("smtpd_sasl_auth_required", "yes"),
+    ("smtpd_reject_unlisted_recipient", "no"),
+    ("smtpd_greet_pause", "0"),
+    ("smtpd_client_restrictions", ""),
+    ("smtpd_helo_restrictions", ""),
+    ("smtpd_sender_restrictions", "reject_non_fqdn_sender,reject_sender_login_mismatch"),
+    ("smtpd_relay_restrictions", "permit_sasl_authenticated,reject"),
+    ("smtpd_recipient_restrictions", "reject_non_fqdn_recipient"),
+    ("smtpd_sasl_from_header_check", "enforce"),
+    ("smtpd_sasl_hide_client", "yes"),
+)
+
+
+def submission_options() -> str:
+    """The ``-o`` lines of a submission service, for master.cf."""
+    return "\n".join(f"  -o {name}={value}" for name, value in SUBMISSION_OPTIONS)
+
+
 def embedded_master_cf() -> str:
     return """\
 # service          type  private unpriv  chroot  wakeup  maxproc command + args
 127.0.0.1:2525     inet  n       -       n       -       -       smtpd
 127.0.0.1:2587     inet  n       -       n       -       -       smtpd
   -o syslog_name=ironpost/submission
+  -o smtpd_tls_security_level=encrypt
+{submission}
 127.0.0.1:2465     inet  n       -       n       -       -       smtpd
   -o syslog_name=ironpost/submissions
   -o smtpd_tls_wrappermode=yes
-"""
+{submission}
+""".format(submission=submission_options())

@@ -264,6 +264,39 @@ CORE: tuple[Param, ...] = (
         "Protocols for mandatory TLS.",
         postfix_default="!SSLv2, !SSLv3",
     ),
+    # SASL client (relayhost authentication): the same rows for smtp_ and lmtp_.
+    *(
+        row
+        for proto in ("smtp", "lmtp")
+        for row in (
+            b(f"{proto}_sasl_auth_enable", "no", "Authenticate to servers (AUTH) when offered."),
+            m(
+                f"{proto}_sasl_password_maps",
+                "",
+                "username:password by server host name, next hop as written, or domain.",
+            ),
+            lst(
+                f"{proto}_sasl_security_options",
+                "noplaintext, noanonymous",
+                "Mechanism properties required without TLS (noplaintext: no PLAIN/LOGIN).",
+            ),
+            lst(
+                f"{proto}_sasl_tls_security_options",
+                f"${proto}_sasl_security_options",
+                "Mechanism properties required on a TLS session.",
+            ),
+            lst(
+                f"{proto}_sasl_mechanism_filter",
+                "",
+                "Mechanisms that may be used (names, !name); empty: any offered.",
+            ),
+            b(
+                f"{proto}_sasl_auth_soft_bounce",
+                "yes",
+                "Defer (4.7.x), not bounce, when the server rejects AUTH with 5xx.",
+            ),
+        )
+    ),
     # --- timeouts of daemons ------------------------------------------------------
     t("daemon_timeout", "18000s", "Time limit of a daemon request.", lo=1),
     t("ipc_timeout", "3600s", "Internal communication time limit.", lo=1),

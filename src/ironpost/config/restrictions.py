@@ -36,6 +36,10 @@ IMPLEMENTED: dict[str, int] = {
     "check_helo_access": 1,
     "check_sender_access": 1,
     "check_recipient_access": 1,
+    "reject_sender_login_mismatch": 0,
+    "reject_authenticated_sender_login_mismatch": 0,
+    "reject_known_sender_login_mismatch": 0,
+    "reject_unauthenticated_sender_login_mismatch": 0,
 }
 
 _PENDING: dict[str, int] = {
@@ -81,10 +85,6 @@ _PENDING: dict[str, int] = {
     "permit_tls_clientcerts": 0,
     "permit_tls_all_clientcerts": 0,
     "permit_auth_destination": 0,
-    "reject_sender_login_mismatch": 0,
-    "reject_authenticated_sender_login_mismatch": 0,
-    "reject_known_sender_login_mismatch": 0,
-    "reject_unauthenticated_sender_login_mismatch": 0,
     "reject_unverified_sender": 0,
     "reject_unverified_recipient": 0,
     "reject_multi_recipient_bounce": 0,

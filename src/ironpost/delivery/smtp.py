@@ -17,6 +17,9 @@ Invariants:
   TCP connection at all;
 * TLS ``may`` falls back to plaintext (on a new connection) only when the handshake
   fails; mandatory levels never send mail in the clear;
+* a failed AUTH (``smtp_auth``) defers the recipients (4.7.x; 5xx bounces only with
+  ``smtp_sasl_auth_soft_bounce = no``) and the next MX is tried; a cached session was
+  authenticated when it was opened, and is only reused for the same next hop;
 * an idle session is cached per next hop for ``connection_cache_time`` seconds and reused
   with an RSET pipelined ahead of the next MAIL; a cached session that turns out dead is
   replaced by a fresh connection without counting as a failure. ``close()`` QUITs all.
@@ -212,7 +215,9 @@ class SmtpTransport:
             plain = False
             while True:
                 try:
-                    session = await self._connector.open(route, dest, policy, plaintext=plain)
+                    session = await self._connector.open(
+                        route, dest, policy, plaintext=plain, nexthop=request.nexthop.nexthop
+                    )
                 except SessionFailure as f:
                     last = f
                     reached = reached or f.connected

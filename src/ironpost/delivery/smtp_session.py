@@ -1,5 +1,6 @@
 """SMTP/LMTP client sessions: options, opening a session (connect, greeting, EHLO, STARTTLS
-under a :class:`TlsPolicy`), reading replies with timeouts, and the texts of failures.
+under a :class:`TlsPolicy`, AUTH per ``smtp_auth``), reading replies with timeouts, and the
+texts of failures.
 
 Owns :class:`SmtpOptions`, :class:`Session` and :class:`Connector`; the delivery logic
 (routes, transactions, the connection cache) is ``smtp.py``'s.
@@ -7,7 +8,9 @@ Owns :class:`SmtpOptions`, :class:`Session` and :class:`Connector`; the delivery
 Invariants: every wait has the timeout of the command it waits for; a session that fails
 to open raises :class:`SessionFailure` (with Postfix's words and a DSN code), never
 anything else; a mandatory TLS level never yields a plaintext session; TLS is 1.2 or
-later; the certificate name check of verify/secure is ``tls_policy.name_matches``.
+later; the certificate name check of verify/secure is ``tls_policy.name_matches``; AUTH
+comes after the last EHLO (after STARTTLS's), and a session whose AUTH failed is never
+returned (the mail is not sent unauthenticated to a server we hold credentials for).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ironpost.delivery.mx import Destination, Route
+from ironpost.delivery.smtp_auth import Defer, SaslOptions, Skip, decide, failure, lookup_keys
 from ironpost.delivery.tls_policy import TlsLevel, TlsPolicy, certificate_names, name_matches
 from ironpost.protocol.client import ClientConnection, ClientEvent, Command, Phase, Replied
 from ironpost.protocol.errors import RemoteProtocolError
@@ -40,6 +44,7 @@ _WHILE = {
     Command.HELO: "performing the HELO handshake",
     Command.LHLO: "performing the LHLO handshake",
     Command.STARTTLS: "sending STARTTLS",
+    Command.AUTH: "performing the AUTH handshake",
     Command.RSET: "sending RSET",
     Command.MAIL: "sending MAIL FROM",
     Command.RCPT: "sending RCPT TO",
@@ -79,10 +84,11 @@ class SmtpOptions:
     connection_cache_size: int = 20
     my_names: frozenset[str] = field(default_factory=frozenset)
     my_addresses: frozenset[str] = field(default_factory=frozenset)
+    sasl: SaslOptions = field(default_factory=SaslOptions)
 
     @classmethod
     def from_settings(cls, s: Settings, *, lmtp: bool = False) -> SmtpOptions:
-        """The smtp_* parameters (LMTP uses them too: there are no lmtp_* rows yet)."""
+        """The smtp_* parameters (LMTP uses them too, but for lmtp_sasl_*)."""
         names = {s.text("myhostname").lower(), s.text("smtp_helo_name").lower()}
         return cls(
             helo_name=s.text("smtp_helo_name") or s.text("myhostname"),
@@ -110,6 +116,7 @@ class SmtpOptions:
             bind_address=s.text("smtp_bind_address"),
             bind_address6=s.text("smtp_bind_address6"),
             my_names=frozenset(n for n in names if n),
+            sasl=SaslOptions.from_settings(s, "lmtp" if lmtp else "smtp"),
         )
 
     def timeout(self, command: Command | None) -> float:
@@ -124,7 +131,7 @@ _TIMEOUTS: dict[Command | None, str] = {
     Command.DOT: "data_done_timeout",
     Command.RSET: "rset_timeout",
     Command.QUIT: "quit_timeout",
-}  # greeting, EHLO/HELO/LHLO and STARTTLS: helo_timeout
+}  # greeting, EHLO/HELO/LHLO, STARTTLS and AUTH: helo_timeout
 
 
 def format_reply(reply: Reply) -> str:
@@ -252,9 +259,18 @@ class Connector:
         self.connections = 0  # sessions opened (for tests and statistics)
 
     async def open(
-        self, route: Route, dest: Destination, policy: TlsPolicy, *, plaintext: bool
+        self,
+        route: Route,
+        dest: Destination,
+        policy: TlsPolicy,
+        *,
+        plaintext: bool,
+        nexthop: str = "",
     ) -> Session:
-        """Connect, read the greeting, EHLO, STARTTLS per policy: a READY session."""
+        """Connect, read the greeting, EHLO, STARTTLS per policy, AUTH: a READY session.
+
+        ``nexthop`` is the next hop as written (``[smtp.example]:587``): a password-map key.
+        """
         o = self.options
         try:
             async with asyncio.timeout(o.connect_timeout):
@@ -282,6 +298,7 @@ class Connector:
         session = Session(route, reader, writer, ClientConnection(o.helo_name, lmtp=o.lmtp), o)
         try:
             await self._handshake(session, dest, policy, plaintext=plaintext)
+            await self._authenticate(session, dest, nexthop)
         except SessionFailure:
             await session.quit()
             raise
@@ -325,6 +342,38 @@ class Connector:
         await self._start_tls(session, dest, policy)
         conn.tls_established()
         await self._hello(session)
+
+    async def _authenticate(self, session: Session, dest: Destination, nexthop: str) -> None:
+        """AUTH when enabled, offered, and we hold credentials for this server (Postfix's
+        smtp_sasl_helo_login). Success logs nothing; failure raises SessionFailure."""
+        sasl, conn, route = self.options.sasl, session.conn, session.route
+        caps = conn.capabilities
+        if not sasl.enable or caps is None or not caps.auth:
+            return
+        decision = decide(
+            sasl,
+            caps.auth,
+            tls=conn.tls_active,
+            keys=lookup_keys(route.host, nexthop, dest.host),
+            peer=route.peer,
+            relay=route.relay,
+        )
+        if decision.warning:
+            self._log(decision.warning)
+        if isinstance(decision, Skip):
+            return
+        if isinstance(decision, Defer):
+            raise SessionFailure(decision.dsn, decision.text)
+        conn.authenticate(decision.mechanism)
+        await session.flush()
+        while (reply := await session.reply()).code == 334:
+            pass  # the machine queued the answer; session.event() sends it before reading
+        if conn.authenticated:
+            return
+        dsn, text, bounce = failure(
+            reply, conn.auth_error, peer=route.peer, soft_bounce=sasl.soft_bounce
+        )
+        raise SessionFailure(dsn, text, bounce=bounce)
 
     async def _hello(self, session: Session) -> None:
         conn = session.conn

@@ -11,6 +11,7 @@ from ironpost.policy import (  # noqa: F401  (imported to register restrictions)
     recipient,
     relay,
     sender,
+    sender_login,
     unimplemented,
 )
 from ironpost.policy.context import PolicyContext, PolicyParams

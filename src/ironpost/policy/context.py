@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ironpost.config.tables import LookupTable
 from ironpost.policy.networks import NetworkList
@@ -21,6 +22,9 @@ from ironpost.routing import Router, split_address
 from ironpost.routing.addresses import normalize_domain
 from ironpost.routing.domains import DEFAULT_PARENT_MATCH
 from ironpost.routing.settings import SettingsLike, optional
+
+if TYPE_CHECKING:
+    from ironpost.policy.sender_login import SenderLogins
 
 _STAGE_CLASS = {
     Stage.CLIENT: "Client host",
@@ -106,6 +110,7 @@ class PolicyContext:
     recipient_domain: str = ""
     recipient_count: int = 0  # recipients accepted so far in this transaction
     sasl_username: str | None = None
+    sender_logins: SenderLogins | None = None  # smtpd_sender_login_maps, set by the engine
     tls: bool = False
     pipelined: bool = False  # the client sent ahead of our reply (set by the server)
     log_warning: Callable[[str], None] = _no_warning

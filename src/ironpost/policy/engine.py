@@ -27,6 +27,7 @@ from ironpost.policy.networks import NetworkList
 from ironpost.policy.recipient import reject_unlisted_recipient as _unlisted_recipient
 from ironpost.policy.registry import REGISTRY, Restriction, restriction, run_sequence
 from ironpost.policy.sender import reject_unlisted_sender as _unlisted_sender
+from ironpost.policy.sender_login import SenderLogins
 from ironpost.policy.verdicts import PERMIT_BY_DEFAULT, Decision, Stage, Verdict
 from ironpost.routing import Router
 from ironpost.routing.domains import OpenTable, default_open_table
@@ -108,8 +109,12 @@ class PolicyEngine:
         reject_unlisted_sender: bool = False,
         relay_before_recipient: bool = True,
         open_table: OpenTable = default_open_table,
+        sender_login_maps: Iterable[str] = (),
     ) -> None:
         self.router = router
+        self.sender_logins = SenderLogins(
+            tuple(open_table(spec) for spec in sender_login_maps if ":" in spec), router
+        )
         self.mynetworks = mynetworks
         self.params = params
         self.delay_reject = delay_reject
@@ -171,6 +176,7 @@ class PolicyEngine:
                 settings.boolean, "smtpd_relay_before_recipient_restrictions", True
             ),
             open_table=open_table,
+            sender_login_maps=optional(settings.words, "smtpd_sender_login_maps", ()),
         )
 
     def new_context(
@@ -188,6 +194,7 @@ class PolicyEngine:
             mynetworks=self.mynetworks,
             params=self.params,
             tables=self.tables,
+            sender_logins=self.sender_logins,
         )
         if log_warning is not None:
             ctx.log_warning = log_warning

@@ -30,10 +30,6 @@ NO_ARGUMENT = (
     "permit_mx_backup",
     "permit_tls_clientcerts",
     "permit_tls_all_clientcerts",
-    "reject_sender_login_mismatch",
-    "reject_authenticated_sender_login_mismatch",
-    "reject_known_sender_login_mismatch",
-    "reject_unauthenticated_sender_login_mismatch",
     "defer_if_permit",
     "defer_if_reject",
 )

@@ -1,11 +1,12 @@
 """The client side of SMTP and LMTP as a sans-I/O state machine (RFC 5321, 2033, 2920, 3207,
-3461, 6152, 6531).
+3461, 4954, 6152, 6531).
 
 Owns :class:`ClientConnection`: the caller feeds what the socket read to
 ``receive_data()`` (``b""`` = EOF), takes events from ``next_event()`` and writes
 ``data_to_send()`` to the socket. Commands are queued by the caller's decisions
-(``hello()``, ``starttls()``, ``begin()``, ``send_content()``, ``rset()``, ``quit()``) and,
-without PIPELINING, by the machine itself (the next RCPT after a RCPT reply).
+(``hello()``, ``starttls()``, ``authenticate()``, ``begin()``, ``send_content()``, ``rset()``,
+``quit()``) and by the machine itself: without PIPELINING the next RCPT after a RCPT reply,
+and during AUTH the answer to each ``334`` challenge (from the :class:`SaslMechanism`).
 No sockets, no TLS, no clock: the caller picks the timeout for ``awaiting``.
 
 Invariants:
@@ -21,14 +22,21 @@ Invariants:
 * decisions stay with the caller: ``refusal()`` says a transaction cannot go to this peer
   (SMTPUTF8, SIZE); after the last RCPT reply the caller chooses ``send_data()`` or
   ``rset()``; after a 354 with no recipient accepted, ``abort_content()``;
-* after ``tls_established()`` the capabilities are forgotten and EHLO must be sent again.
+* after ``tls_established()`` the capabilities are forgotten and EHLO must be sent again;
+* AUTH is never pipelined: it is sent alone from READY and nothing else may be queued until
+  its final reply; the credentials it carries are only ever in ``data_to_send()``, never in
+  an exception or event; a challenge that is not base64, or that the mechanism refuses,
+  is answered with ``*`` (cancel) and ``auth_error`` says why.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from ironpost.protocol.errors import LocalProtocolError
 from ironpost.protocol.events import CLOSED, NEED_DATA, Sentinel
@@ -44,6 +52,7 @@ class Command(enum.Enum):
     HELO = "HELO"
     LHLO = "LHLO"
     STARTTLS = "STARTTLS"
+    AUTH = "AUTH"
     RSET = "RSET"
     MAIL = "MAIL FROM"
     RCPT = "RCPT TO"
@@ -61,6 +70,7 @@ class Phase(enum.Enum):
     READY = enum.auto()  # session up: starttls() / begin() / rset() / quit()
     STARTTLS = enum.auto()  # STARTTLS sent
     TLS = enum.auto()  # 220 received: do the handshake, then tls_established()
+    AUTH = enum.auto()  # AUTH exchange in progress (the machine answers 334 challenges)
     TRANSACTION = enum.auto()  # MAIL/RCPT in flight
     RECIPIENTS_DONE = enum.auto()  # every RCPT answered: send_data() or rset()
     DATA = enum.auto()  # DATA sent
@@ -90,9 +100,16 @@ class Capabilities:
     def parse(cls, reply: Reply) -> Capabilities:
         """From a 250 EHLO reply; the first line is the greeting name, the rest keywords."""
         found: dict[str, str] = {}
+        auth: list[str] = []
         for line in reply.lines[1:]:
             keyword, _, params = line.strip().partition(" ")
-            found.setdefault(keyword.upper(), params.strip())
+            keyword = keyword.upper()
+            if keyword.startswith("AUTH="):
+                # The pre-RFC 2554 form some servers still send next to "AUTH ...".
+                params, keyword = f"{keyword[5:]} {params}", "AUTH"
+            if keyword == "AUTH":
+                auth.extend(m for m in params.upper().split() if m not in auth)
+            found.setdefault(keyword, params.strip())
         size: int | None = None
         if "SIZE" in found:
             value = found["SIZE"]
@@ -106,7 +123,7 @@ class Capabilities:
             dsn="DSN" in found,
             enhancedstatuscodes="ENHANCEDSTATUSCODES" in found,
             chunking="CHUNKING" in found,
-            auth=tuple(found.get("AUTH", "").upper().split()),
+            auth=tuple(auth),
         )
 
 
@@ -152,6 +169,37 @@ class ConnectionLost:
 ClientEvent = Replied | ConnectionLost
 
 
+class SaslError(Exception):
+    """A mechanism cannot answer a challenge. The text is logged: never put a secret in it."""
+
+
+class SaslMechanism(Protocol):
+    """The client side of one SASL mechanism exchange (RFC 4422), credentials included.
+
+    ``delivery.smtp_auth`` has PLAIN, LOGIN and SCRAM-SHA-256. Data crosses this
+    interface raw; the machine does the base64 framing of RFC 4954.
+    """
+
+    @property
+    def name(self) -> str:
+        """The mechanism name as sent after AUTH, upper case."""
+        ...
+
+    def initial(self) -> bytes | None:
+        """The initial response (``b""``: an empty one), or None to wait for a challenge."""
+        ...
+
+    def step(self, challenge: bytes) -> bytes:
+        """The answer to a ``334`` challenge; raises :class:`SaslError` to cancel."""
+        ...
+
+
+#: RFC 4954: the most 334 round trips we follow (Postfix's limit too), then cancel.
+AUTH_STEP_LIMIT = 100
+# RFC 4954 §4: an AUTH line with its initial response must fit the command line limit.
+_AUTH_LINE_LIMIT = 998
+
+
 def xtext(text: str) -> str:
     """RFC 3461 xtext: printable ASCII but ``+`` and ``=`` as is, every other octet ``+HH``."""
     out = []
@@ -177,6 +225,10 @@ def _ascii(text: str) -> bool:
     return text.isascii()
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 class ClientConnection:
     """One SMTP or LMTP client session. See the module docstring for the contract."""
 
@@ -197,6 +249,14 @@ class ClientConnection:
         self._rcpt_replies = 0
         self._mail_ok = False
         self._aborted = False
+        self._mech: SaslMechanism | None = None
+        self._auth_pending: bytes | None = None  # an initial response too long for the line
+        self._auth_steps = 0
+        self._auth_cancelled = False
+        #: AUTH succeeded (235) in this session.
+        self.authenticated = False
+        #: Why we cancelled the last AUTH exchange ourselves (never holds a secret), or None.
+        self.auth_error: str | None = None
         #: Indexes of the recipients the server accepted, in RCPT order.
         self.accepted: list[int] = []
 
@@ -287,7 +347,40 @@ class ClientConnection:
         self._require(Phase.TLS)
         self.tls_active = True
         self.capabilities = None
+        self.authenticated = False  # RFC 3207 §4.2: forget all that came before TLS
         self.phase = Phase.GREETED
+
+    def authenticate(self, mechanism: SaslMechanism) -> None:
+        """AUTH with ``mechanism`` (RFC 4954), alone: the machine answers the challenges.
+
+        Read events until ``Replied(Command.AUTH, reply)`` with a reply that is not 334:
+        2xx sets ``authenticated``; otherwise ``auth_error`` tells whether we cancelled.
+        The phase is READY again either way (unless the server closed).
+        """
+        self._require(Phase.READY)
+        caps = self._caps()
+        if not caps.esmtp or self._expect:
+            raise LocalProtocolError("AUTH needs an idle ESMTP session")
+        if self.authenticated:
+            raise LocalProtocolError("already authenticated")  # RFC 4954 §4: 503
+        name = mechanism.name.upper()
+        if not name or any(c in name for c in " \r\n"):
+            raise LocalProtocolError("bad mechanism name")
+        self._mech = mechanism
+        self._auth_steps = 0
+        self._auth_cancelled = False
+        self._auth_pending = None
+        self.auth_error = None
+        initial = mechanism.initial()
+        line = f"AUTH {name}"
+        if initial is not None:
+            encoded = _b64(initial) or "="
+            if len(line) + 1 + len(encoded) <= _AUTH_LINE_LIMIT:
+                line += " " + encoded
+            else:
+                self._auth_pending = initial  # sent after the server's empty 334
+        self._send(line, Command.AUTH)
+        self.phase = Phase.AUTH
 
     def rset(self) -> None:
         self._require(Phase.READY, Phase.RECIPIENTS_DONE, Phase.FAILED)
@@ -427,6 +520,38 @@ class ClientConnection:
         else:
             self.phase = Phase.READY
 
+    def _on_auth(self, reply: Reply, index: int | None) -> None:
+        mech = self._mech
+        if reply.code != 334:
+            self.authenticated = reply.code // 100 == 2 and not self._auth_cancelled
+            self._mech = None
+            self._auth_pending = None
+            self.phase = Phase.READY
+            return
+        if mech is None or self._auth_cancelled:
+            raise protocol_error("334 challenge after the AUTH exchange was cancelled")
+        self._auth_steps += 1
+        if self._auth_steps > AUTH_STEP_LIMIT:
+            return self._auth_cancel("authentication protocol loop")
+        if self._auth_pending is not None:
+            response, self._auth_pending = self._auth_pending, None
+        else:
+            text = "".join(reply.lines).strip()
+            try:
+                challenge = base64.b64decode(text.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                return self._auth_cancel("malformed SASL challenge")
+            try:
+                response = mech.step(challenge)
+            except SaslError as exc:
+                return self._auth_cancel(str(exc) or "SASL mechanism failure")
+        self._send(_b64(response), Command.AUTH)
+
+    def _auth_cancel(self, why: str) -> None:
+        self._auth_cancelled = True
+        self.auth_error = why
+        self._send("*", Command.AUTH)
+
     def _on_rset(self, reply: Reply, index: int | None) -> None:
         if self.phase is Phase.TRANSACTION and self._tx is None:
             self.phase = Phase.READY if reply.code // 100 == 2 else Phase.FAILED
@@ -487,6 +612,7 @@ _ON_REPLY = {
     Command.LHLO: _ehlo,
     Command.HELO: _helo,
     Command.STARTTLS: ClientConnection._on_starttls,
+    Command.AUTH: ClientConnection._on_auth,
     Command.RSET: ClientConnection._on_rset,
     Command.MAIL: ClientConnection._on_mail,
     Command.RCPT: ClientConnection._on_rcpt,

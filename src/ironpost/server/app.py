@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import signal
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ironpost.anvil import Anvil, AnvilConfig
 from ironpost.delivery.assemble import build_queue_manager
 from ironpost.delivery.manager import QueueManager
 from ironpost.dns.resolver import DnsResolver
@@ -23,6 +25,10 @@ from ironpost.policy.networks import NetworkList
 from ironpost.queue.sqlite import open_queue
 from ironpost.queue.trigger import FLUSH, TriggerListener, trigger_path
 from ironpost.routing import Router, RoutingConfig
+from ironpost.sasl.backend import SaslBackend
+from ironpost.sasl.builtin import BuiltinBackend
+from ironpost.sasl.dovecot import DovecotBackend
+from ironpost.sasl.passwd import PasswdFile, passwd_path
 from ironpost.server import tls as tlsmod
 from ironpost.server.context import ConnectionTracker, DiskSpace, ListenerContext
 from ironpost.server.options import SmtpdOptions
@@ -41,6 +47,8 @@ class MtaServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._stopping = asyncio.Event()
         self._tls_cache: dict[tuple[str, ...], ssl.SSLContext] = {}
+        self._sasl: dict[tuple[str, str], SaslBackend] = {}
+        self.anvil = Anvil(AnvilConfig.from_settings(self.settings))
 
     async def run(self) -> None:
         settings = self.settings
@@ -61,6 +69,7 @@ class MtaServer:
         try:
             for service in self.loaded.services:
                 ctx = self._listener_context(service, store, router, tracker, disk, runner)
+                ctx.sasl = await self._sasl_backend(service)
                 for host in service.bind_hosts():
                     server = await loop.create_server(
                         lambda ctx=ctx: SmtpSession(ctx),
@@ -97,6 +106,9 @@ class MtaServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner_task
         finally:
+            for backend in self._sasl.values():
+                with contextlib.suppress(Exception):
+                    await backend.close()
             store.close()
             self.maillog.flush()
 
@@ -141,8 +153,39 @@ class MtaServer:
             mynetworks=mynetworks,
             bare_newline_exclusions=exclusions,
             disk=disk,
+            event_exceptions=self._networks(s, "smtpd_client_event_limit_exceptions"),
+            anvil=self.anvil,
             on_queued=lambda _qid: runner.wake(),
         )
+
+    async def _sasl_backend(self, service: Service) -> SaslBackend | None:
+        """The listener's SASL back-end (shared by listeners that name the same one)."""
+        s = service.settings
+        if not s.boolean("smtpd_sasl_auth_enable"):
+            return None
+        kind = s.text("smtpd_sasl_type")
+        warn = self._warner("smtpd")
+        if kind == "dovecot":
+            path = s.text("smtpd_sasl_path")
+            if not path.startswith("inet:") and not path.startswith("/"):
+                path = str(Path(s.text("queue_directory")) / path)
+            key = (kind, path)
+            if key not in self._sasl:
+                dovecot = DovecotBackend(
+                    path, service=s.text("smtpd_sasl_service"), log_warning=warn
+                )
+                await dovecot.start()
+                self._sasl[key] = dovecot
+        else:
+            file = passwd_path(s, self.loaded.config_dir)
+            key = (kind, str(file))
+            if key not in self._sasl:
+                self._sasl[key] = BuiltinBackend(PasswdFile(file, warn=warn), log_warning=warn)
+        self.maillog.emit("smtpd", f"{service.name}: SASL back-end {kind} ({key[1]})")
+        return self._sasl[key]
+
+    def _warner(self, program: str) -> Callable[[str], None]:
+        return lambda text: self.maillog.emit(program, f"warning: {text}")
 
     def _networks(self, s: Settings, name: str) -> NetworkList:
         return NetworkList.build(

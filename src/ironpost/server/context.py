@@ -17,11 +17,13 @@ from ironpost.protocol import replies as R
 from ironpost.protocol.replies import Reply
 
 if TYPE_CHECKING:
+    from ironpost.anvil import Anvil
     from ironpost.maillog import MailLog
     from ironpost.policy.engine import PolicyEngine
     from ironpost.policy.networks import NetworkList
     from ironpost.queue.store import QueueStore
     from ironpost.routing import Router
+    from ironpost.sasl.backend import SaslBackend
     from ironpost.server.options import SmtpdOptions
 
 
@@ -104,6 +106,9 @@ class ListenerContext:
     mynetworks: NetworkList
     bare_newline_exclusions: NetworkList
     disk: DiskSpace
+    event_exceptions: NetworkList  # smtpd_client_event_limit_exceptions
+    sasl: SaslBackend | None = None  # None: AUTH not offered on this listener
+    anvil: Anvil | None = None
     on_queued: Callable[[str], None] = field(default=lambda _qid: None)
 
     def log_exception(self, where: str, exc: BaseException) -> None:

@@ -22,6 +22,8 @@ from ironpost.queue.ids import new_queue_id
 from ironpost.queue.model import ClientInfo, QueueWriteError
 from ironpost.routing import ExpansionLimitError
 from ironpost.server import tls as tlsmod
+from ironpost.server.authn import AUTH_REQUIRED, AuthHandlers
+from ironpost.server.headers import from_addresses, missing_headers
 from ironpost.server.received import count_received, received_header
 from ironpost.server.transaction import AcceptedRecipient, Transaction
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 HandlerResult = Reply | Coroutine[Any, Any, Reply] | None
 
 
-class CommandHandlers:
+class CommandHandlers(AuthHandlers):
     """Mixin for :class:`~ironpost.server.session.SmtpSession`: per-event decisions."""
 
     conn: ServerConnection
@@ -48,6 +50,10 @@ class CommandHandlers:
         self.tls_info: str | None = None
         self.last_command = "CONNECT"
         self.client_label = "unknown[unknown]"
+        self.client_port = 0
+        self.local_address = ""
+        self.local_port = 0
+        self._init_auth()
         self._dispatch: dict[type, Callable[[Any], HandlerResult]] = {
             ev.EarlyTalker: self._on_early_talker,
             ev.Helo: self._on_helo,
@@ -65,21 +71,28 @@ class CommandHandlers:
             ev.Expn: self._on_vrfy,
             ev.Help: self._on_help,
             ev.Auth: self._on_auth,
+            ev.AuthResponse: self._on_auth_response,
             ev.ProtocolError: self._on_protocol_error,
             ev.ConnectionClosed: self._on_closed,
         }
 
     # -- set-up --------------------------------------------------------------------
 
-    def begin(self, address: str, *, tls: Any) -> None:
+    def begin(
+        self, address: str, *, tls: Any, port: int = 0, local: tuple[str, int] | None = None
+    ) -> None:
         ctx = self.ctx
         self.client_address = address
+        self.client_port = port
+        if local is not None:
+            self.local_address, self.local_port = local
         self.client_name = "unknown"
         self.client_label = f"unknown[{address}]"
         self.policy_ctx = ctx.policy.new_context(
             address, "unknown", log_warning=lambda text: ctx.maillog.emit("smtpd", text)
         )
         self.trusted_newlines = ctx.bare_newline_exclusions.contains(address)
+        self.limits_exempt = ctx.event_exceptions.contains(address)
         if tls is not None:
             self.tls_info = tlsmod.describe(tls)
 
@@ -93,7 +106,15 @@ class CommandHandlers:
             tls_available=tls_possible,
             tls_active=self.tls_info is not None,
             forbid_bare_newline=opts.forbid_bare_newline and not self.trusted_newlines,
+            auth_mechanisms=self._mechanisms(),
+            auth_tls_only=opts.tls_auth_only,
         )
+
+    def _mechanisms(self) -> tuple[str, ...]:
+        sasl = self.ctx.sasl
+        if sasl is None or not self.ctx.options.sasl_enabled:
+            return ()
+        return sasl.mechanisms()
 
     def handle(self, event: ev.Event) -> HandlerResult:
         return self._dispatch[type(event)](event)
@@ -103,6 +124,9 @@ class CommandHandlers:
         self.conn.tls_established()
         self.helo = None
         self.abort_transaction()
+        self._end_exchange()
+        self.sasl_username = self.sasl_method = None
+        self.policy_ctx.sasl_username = None
         self.policy_ctx.tls = True
         if self.ctx.options.tls_loglevel >= 1:
             self.ctx.maillog.emit(
@@ -134,6 +158,7 @@ class CommandHandlers:
                 "smtpd", f"lost connection after {self.last_command} from {self.client_label}"
             )
         self.abort_transaction()
+        self._end_exchange()
         return None
 
     def _on_starttls(self, event: ev.StartTls) -> Reply | None:
@@ -165,10 +190,6 @@ class CommandHandlers:
         # VRFY/EXPN would let anyone harvest addresses (Postfix: disable_vrfy_command).
         self.counters.count("vrfy", False)
         return R.VRFY_DISABLED
-
-    def _on_auth(self, event: ev.Auth) -> Reply:
-        self.counters.count("auth", False)
-        return Reply(503, "5.5.1", "Error: authentication not enabled")
 
     def _on_quit(self, event: ev.Quit) -> Reply:
         self.last_command = "QUIT"
@@ -210,6 +231,14 @@ class CommandHandlers:
         if ctx.options.tls_level == "encrypt" and self.tls_info is None:
             self.counters.count("mail", False)
             return R.TLS_REQUIRED
+        if ctx.options.sasl_auth_required and self.sasl_username is None:
+            self.counters.count("mail", False)
+            self._log_reject("MAIL", AUTH_REQUIRED)
+            return AUTH_REQUIRED
+        limited = self._rate_limited("message")
+        if limited is not None:
+            self.counters.count("mail", False)
+            return limited
         if not ctx.disk.has_room(ctx.options):
             self.counters.count("mail", False)
             ctx.maillog.emit(
@@ -246,6 +275,11 @@ class CommandHandlers:
             return R.NEED_MAIL
         path = event.path
         address = path.address
+        limited = self._rate_limited("recipient")
+        if limited is not None:
+            tx.rejected += 1
+            self._log_reject("RCPT", limited, to=address)
+            return limited
         pctx = self.policy_ctx
         pctx.set_recipient(address, path.local, path.domain)
         pctx.pipelined = self.conn.has_pending_input()
@@ -315,6 +349,7 @@ class CommandHandlers:
         queue_id = new_queue_id()
         first = tx.recipients[0].address if len(tx.recipients) == 1 else None
         protocol = self._protocol_name()
+        login = self.sasl_username
         header = received_header(
             helo=self.helo,
             client_name=self.client_name,
@@ -325,7 +360,18 @@ class CommandHandlers:
             queue_id=queue_id,
             recipient=first,
             now=arrival,
+            authenticated=login if opts.sasl_authenticated_header else None,
+            hide_client=login is not None and opts.sasl_hide_client,
         )
+        head = tx.head()
+        if login is not None or opts.always_add_missing_headers:
+            header += missing_headers(head, hostname=opts.hostname, queue_id=queue_id, now=arrival)
+        if login is not None:
+            refusal = self._check_from_header(login, head)
+            if refusal is not None:
+                self.counters.count(verb, False)
+                self._log_reject("END-OF-MESSAGE", refusal)
+                return refusal
         content = tx.content(header)
         if count_received(content) > opts.hopcount_limit:
             self.counters.count(verb, False)
@@ -342,7 +388,7 @@ class CommandHandlers:
             helo=self.helo or "",
             protocol=protocol,
             tls=self.tls_info,
-            sasl_username=None,
+            sasl_username=login,
         )
         envelope = tx.envelope(client, len(content), arrival)
         try:
@@ -354,7 +400,14 @@ class CommandHandlers:
         self.counters.count(verb, True)
         ctx.on_queued(queue_id)
         log = ctx.maillog
-        log.emit("smtpd", f"{queue_id}: client={self.client_label}")
+        if login is not None:
+            log.emit(
+                "smtpd",
+                f"{queue_id}: client={self.client_label}, sasl_method={self.sasl_method},"
+                f" sasl_username={login}",
+            )
+        else:
+            log.emit("smtpd", f"{queue_id}: client={self.client_label}")
         log.emit("cleanup", f"{queue_id}: message-id={_message_id(content)}")
         log.emit(
             "qmgr",
@@ -365,11 +418,63 @@ class CommandHandlers:
 
     # -- helpers --------------------------------------------------------------------
 
+    def _rate_limited(self, kind: str) -> Reply | None:
+        """The anvil's answer to one more message or recipient: None, or the 450."""
+        anvil = self.ctx.anvil
+        if anvil is None:
+            return None
+        message = kind == "message"
+        what = "too much mail" if message else "too many recipients"
+        address = self.client_address
+        if not self.limits_exempt and not (
+            anvil.message(address) if message else anvil.recipient(address)
+        ):
+            self.ctx.maillog.emit(
+                "smtpd",
+                f"warning: {kind} rate limit exceeded from {self.client_label}"
+                f" for service {self.ctx.service}",
+            )
+            return Reply(450, "4.7.1", f"Error: {what} from {address}")
+        login = self.sasl_username
+        if login is not None and not (
+            anvil.user_message(login) if message else anvil.user_recipients(login)
+        ):
+            self.ctx.maillog.emit(
+                "smtpd",
+                f"warning: {kind} rate limit exceeded for sasl_username={login}"
+                f" from {self.client_label}",
+            )
+            return Reply(450, "4.7.1", f"Error: {what} from user {login}")
+        return None
+
     def _protocol_name(self) -> str:
+        """SMTP/ESMTP, then S for TLS and A for AUTH (RFC 3848)."""
         name = "ESMTP" if self.esmtp else "SMTP"
         if self.tls_info is not None:
             name += "S"
+        if self.sasl_username is not None:
+            name += "A"
         return name
+
+    def _check_from_header(self, login: str, head: bytes) -> Reply | None:
+        """smtpd_sasl_from_header_check: From: must name addresses the login owns."""
+        mode = self.ctx.options.from_header_check
+        if mode == "no":
+            return None
+        logins = self.ctx.policy.sender_logins
+        for address in from_addresses(head):
+            if logins.owns(login, address):
+                continue
+            self.ctx.maillog.emit(
+                "cleanup",
+                f"warning: From: <{address}> is not owned by sasl_username={login}"
+                f" ({self.client_label})",
+            )
+            if mode == "enforce":
+                return Reply(
+                    550, "5.7.1", f"<{address}>: From: header address not owned by user {login}"
+                )
+        return None
 
     def _checked(
         self,

@@ -32,6 +32,15 @@ class SmtpdOptions:
     queue_minfree: int
     client_connection_limit: int
     delay_reject: bool
+    sasl_enabled: bool
+    sasl_service: str
+    tls_auth_only: bool
+    sasl_auth_required: bool
+    sasl_authenticated_header: bool
+    sasl_hide_client: bool
+    from_header_check: str  # no | warn | enforce
+    auth_failure_limit: int
+    always_add_missing_headers: bool
 
     @classmethod
     def from_settings(cls, s: Any) -> SmtpdOptions:
@@ -60,4 +69,13 @@ class SmtpdOptions:
             queue_minfree=s.integer("queue_minfree"),
             client_connection_limit=s.integer("smtpd_client_connection_count_limit"),
             delay_reject=s.boolean("smtpd_delay_reject"),
+            sasl_enabled=s.boolean("smtpd_sasl_auth_enable"),
+            sasl_service=s.text("smtpd_sasl_service"),
+            tls_auth_only=s.boolean("smtpd_tls_auth_only"),
+            sasl_auth_required=s.boolean("smtpd_sasl_auth_required"),
+            sasl_authenticated_header=s.boolean("smtpd_sasl_authenticated_header"),
+            sasl_hide_client=s.boolean("smtpd_sasl_hide_client"),
+            from_header_check=s.text("smtpd_sasl_from_header_check"),
+            auth_failure_limit=s.integer("smtpd_auth_failure_limit"),
+            always_add_missing_headers=s.boolean("always_add_missing_headers"),
         )

@@ -34,12 +34,22 @@ def received_header(
     queue_id: str,
     recipient: str | None,
     now: float,
+    authenticated: str | None = None,
+    hide_client: bool = False,
 ) -> bytes:
-    name = _clean(client_name)
-    lines = [f"Received: from {_clean(helo or client_name)} ({name} [{client_address}])"]
+    """``hide_client`` (an authenticated user's privacy) leaves out the HELO name, the
+    client's host name and its address; ``authenticated`` names the login, as Postfix's
+    smtpd_sasl_authenticated_header does."""
+    lines: list[str] = []
+    if not hide_client:  # as Gmail does for submissions: a "by" clause only
+        name = _clean(client_name)
+        lines.append(f"from {_clean(helo or client_name)} ({name} [{client_address}])")
+    if authenticated is not None:
+        lines.append(f"(Authenticated sender: {_clean(authenticated, 320)})")
     if tls:
-        lines.append(f"\t(using {tls})")
-    lines.append(f"\tby {hostname} (ironpost) with {protocol} id {queue_id}")
+        lines.append(f"(using {tls})")
+    lines.append(f"by {hostname} (ironpost) with {protocol} id {queue_id}")
+    lines = [f"Received: {lines[0]}", *(f"\t{line}" for line in lines[1:])]
     date = email.utils.formatdate(now, localtime=False, usegmt=False)
     if recipient is not None:
         lines.append(f"\tfor <{_clean(recipient, 320)}>; {date}")

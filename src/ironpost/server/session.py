@@ -69,8 +69,33 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
             self._closing = True
             transport.close()
             return
+        anvil = ctx.anvil
+        if (
+            anvil is not None
+            and not ctx.event_exceptions.contains(address)
+            and not anvil.connect(address)
+        ):
+            ctx.maillog.emit(
+                "smtpd",
+                f"warning: Connection rate limit exceeded from unknown[{address}]"
+                f" for service {ctx.service}",
+            )
+            ctx.tracker.release(address)
+            reply = Reply(
+                421, "4.7.0", f"{ctx.options.hostname} Error: too many connections from {address}"
+            )
+            transport.write(reply.to_bytes())
+            self._closing = True
+            transport.close()
+            return
         self._tracked: str | None = address
-        self.begin(address, tls=transport.get_extra_info("ssl_object"))
+        sock = transport.get_extra_info("sockname")
+        self.begin(
+            address,
+            tls=transport.get_extra_info("ssl_object"),
+            port=int(peer[1]) if peer and len(peer) > 1 else 0,
+            local=(str(sock[0]), int(sock[1])) if sock else None,
+        )
         opts = ctx.options
         self.conn = ServerConnection(self.protocol_options())
         ctx.maillog.emit("smtpd", f"connect from {self.client_label}")
@@ -107,6 +132,7 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
             )
             self._tracked = None
         self.abort_transaction()
+        self._end_exchange()
 
     # -- the pump -----------------------------------------------------------------
 

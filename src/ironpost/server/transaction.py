@@ -40,6 +40,18 @@ class Transaction:
     def content(self, header: bytes) -> bytes:
         return header + b"".join(self.chunks)
 
+    def head(self, limit: int = 1 << 20) -> bytes:
+        """The message's header section (at most ``limit`` octets), without joining the body."""
+        buf = bytearray()
+        for chunk in self.chunks:
+            buf += chunk
+            if buf.startswith(b"\r\n") or b"\r\n\r\n" in buf or len(buf) >= limit:
+                break
+        if buf.startswith(b"\r\n"):
+            return b""
+        end = buf.find(b"\r\n\r\n")
+        return bytes(buf if end < 0 else buf[: end + 2])
+
     def envelope(self, client: ClientInfo, size: int, arrival: float) -> Envelope:
         seen: set[str] = set()
         specs: list[RecipientSpec] = []

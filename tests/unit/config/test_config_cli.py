@@ -70,11 +70,11 @@ def test_postconf_embedded(
 def test_config_check_ok_and_warnings(
     write_config: Writer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    d = write_config(MAIN + "smtp_sasl_auth_enable = yes\n")
+    d = write_config(MAIN + "smtp_sasl_auth_cache_name = btree:/var/lib/postfix/sasl_auth_cache\n")
     code, out, err = _run(capsys, "config", "check", "-c", str(d))
     assert code == 0
     assert out == "config OK (1 warning)\n"
-    assert err.startswith(f"ironpost: warning: {d}/main.cf:4: smtp_sasl_auth_enable")
+    assert err.startswith(f"ironpost: warning: {d}/main.cf:4: smtp_sasl_auth_cache_name")
 
 
 def test_config_check_error_exit_status(

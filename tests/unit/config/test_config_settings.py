@@ -103,11 +103,11 @@ def test_expansion_loop_names_parameter(load_main: Loader) -> None:
 
 def test_unknown_names(load_main: Loader) -> None:
     cfg = load_main(
-        "myhostname = h.x.org\nsmtp_sasl_auth_enable = yes\n"
+        "myhostname = h.x.org\nsmtp_sasl_auth_cache_name = btree:/tmp/c\n"
         "pipe_destination_concurrency_limit = 2\n"
         "my_rules = permit_mynetworks\nsmtpd_client_restrictions = $my_rules\n"
     )
-    (w1,) = [d for d in cfg.warnings if "smtp_sasl_auth_enable" in d.message]
+    (w1,) = [d for d in cfg.warnings if "smtp_sasl_auth_cache_name" in d.message]
     assert w1.line == 2 and "not implemented by ironpost; ignored" in w1.message
     assert not any("my_rules" in d.message for d in cfg.diagnostics)  # referenced: fine
     (w2,) = [d for d in cfg.diagnostics if "pipe_destination" in d.message]
@@ -119,7 +119,7 @@ def test_unknown_names(load_main: Loader) -> None:
 
 def test_classify() -> None:
     assert classify("smtpd_banner") == "ironpost"
-    assert classify("smtp_sasl_auth_enable") == "postfix"
+    assert classify("smtp_sasl_auth_cache_name") == "postfix"
     assert classify("mytransport_destination_concurrency_limit") == "postfix"
     assert classify("made_up_thing") == "unknown"
 
