@@ -188,6 +188,48 @@ def test_mail_before_auth_is_refused_on_submission(submission: Submission) -> No
     s.close()
 
 
+def test_auth_cancel_and_bad_base64(submission: Submission) -> None:
+    s = client(submission.sub)
+    assert s.docmd("AUTH", "LOGIN")[0] == 334
+    code, text = s.docmd("*")
+    assert (code, text) == (501, b"5.7.0 Authentication aborted")
+    code, text = s.docmd("AUTH", "PLAIN not*base64")
+    assert (code, text) == (501, b"5.5.2 Cannot decode response")
+    assert s.docmd("AUTH", "PLAIN")[0] == 334  # no initial response: an empty challenge
+    assert s.docmd(plain(ALICE, ALICE_PW))[0] == 235
+    assert s.docmd("AUTH", "PLAIN =")[:1] == (503,)  # already authenticated
+    s.close()
+
+
+def test_client_rate_limits_for_strangers_only(tmp_path: Path) -> None:
+    server = start_submission(
+        tmp_path / "m",
+        "smtpd_client_connection_rate_limit = 2\nsmtpd_client_message_rate_limit = 1\n"
+        "anvil_status_update_time = 1s\n",
+    )
+    mta = server.mta
+    try:
+        for _ in range(2):
+            client(mta.port, STRANGER, tls=False).close()
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            client(mta.port, STRANGER, tls=False)
+        assert (
+            refused.value.smtp_code == 421 and b"too many connections" in refused.value.smtp_error
+        )
+        other = client(mta.port, NEW_DEVICE, tls=False, helo="mx.sender.test")
+        assert other.docmd("MAIL", "FROM:<a@sender.test>")[0] == 250
+        other.rset()
+        code, text = other.docmd("MAIL", "FROM:<a@sender.test>")
+        assert (code, text) == (450, f"4.7.1 Error: too much mail from {NEW_DEVICE}".encode())
+        other.close()
+        for _ in range(3):  # $mynetworks is exempt (smtpd_client_event_limit_exceptions)
+            client(mta.port, HOST, tls=False).close()
+        # As Postfix's anvil, the peaks are logged every anvil_status_update_time.
+        assert mta.log_has(f"statistics: max connection rate 2/60s for ({STRANGER})")
+    finally:
+        mta.stop()
+
+
 def test_port_25_offers_no_auth(submission: Submission) -> None:
     s = client(submission.mta.port)
     assert not s.has_extn("auth")
@@ -200,8 +242,7 @@ def test_port_25_offers_no_auth(submission: Submission) -> None:
 def test_sender_mismatch_is_553(submission: Submission) -> None:
     s = client(submission.sub)
     s.login(ALICE, ALICE_PW)
-    assert s.docmd("MAIL", f"FROM:<{BOB}>")[0] == 250  # judged at RCPT (smtpd_delay_reject)
-    code, text = s.docmd("RCPT", f"TO:<{BOB}>")
+    code, text = s.docmd("MAIL", f"FROM:<{BOB}>")  # at MAIL: smtpd_delay_reject = no
     assert code == 553 and b"5.7.1" in text and b"not owned by user " + ALICE.encode() in text
     s.close()
 
@@ -368,3 +409,26 @@ def test_dovecot_back_end_through_the_server(tmp_path: Path, dovecot) -> None:
         s.close()
     finally:
         mta.stop()
+
+
+def test_security_options_filter_mechanisms_per_session(tmp_path: Path) -> None:
+    server = start_submission(
+        tmp_path / "m",
+        """\
+        smtpd_sasl_auth_enable = yes
+        smtpd_tls_auth_only = no
+        smtpd_sasl_security_options = noanonymous, noplaintext
+        smtpd_sasl_tls_security_options = noanonymous
+        """,
+    )
+    try:
+        # main.cf turns AUTH on for the port-25 service, with tls_auth_only off: in
+        # plaintext it offers only what sends no password in the clear.
+        s = client(server.mta.port, tls=False)
+        assert s.esmtp_features["auth"].split() == ["SCRAM-SHA-256"]
+        s.starttls(context=_tls())
+        s.ehlo("laptop")
+        assert s.esmtp_features["auth"].split() == ["SCRAM-SHA-256", "PLAIN", "LOGIN"]
+        s.close()
+    finally:
+        server.mta.stop()

@@ -53,6 +53,9 @@ SUBMISSION_OPTIONS = (
     ("smtpd_sasl_auth_required", "yes"),
     ("smtpd_reject_unlisted_recipient", "no"),
     ("smtpd_greet_pause", "0"),
+    # Judge each command when it comes: a mail client shows the 553 of a sender it
+    # may not use at MAIL FROM, where the user can understand it.
+    ("smtpd_delay_reject", "no"),
     ("smtpd_client_restrictions", ""),
     ("smtpd_helo_restrictions", ""),
     ("smtpd_sender_restrictions", "reject_non_fqdn_sender,reject_sender_login_mismatch"),

@@ -38,6 +38,7 @@ SMTPD: tuple[Param, ...] = (
     i("smtpd_client_recipient_rate_limit", "0", "Recipients per client per time unit; 0: none."),
     i("smtpd_client_auth_rate_limit", "0", "AUTH attempts per client per time unit; 0: none."),
     t("anvil_rate_time_unit", "60s", "Time unit of the client rate limits.", lo=1),
+    t("anvil_status_update_time", "600s", "How often the anvil logs its peak rates.", lo=1),
     n(
         "smtpd_client_event_limit_exceptions",
         "$mynetworks",

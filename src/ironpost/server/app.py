@@ -91,6 +91,9 @@ class MtaServer:
             )
             runner_task = asyncio.create_task(runner.run())
             flusher = asyncio.create_task(self._flush_log_periodically())
+            statistics = asyncio.create_task(
+                self._anvil_statistics(settings.seconds("anvil_status_update_time"))
+            )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self._stopping.set)
@@ -102,6 +105,7 @@ class MtaServer:
             trigger.close()
             await runner.stop()
             flusher.cancel()
+            statistics.cancel()
             runner_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner_task
@@ -116,6 +120,13 @@ class MtaServer:
         while True:
             await asyncio.sleep(interval)
             self.maillog.flush()
+
+    async def _anvil_statistics(self, interval: float) -> None:
+        """Postfix's anvil logs its peaks every anvil_status_update_time; so does ours."""
+        while True:
+            await asyncio.sleep(interval)
+            for line in self.anvil.statistics():
+                self.maillog.emit("anvil", line)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -111,10 +111,23 @@ class CommandHandlers(AuthHandlers):
         )
 
     def _mechanisms(self) -> tuple[str, ...]:
+        """What EHLO offers: the back-end's mechanisms, filtered by Postfix's
+        smtpd_sasl_(tls_)security_options (noplaintext drops PLAIN and LOGIN, noanonymous
+        drops ANONYMOUS). Computed per session: TLS changes the answer."""
+        opts = self.ctx.options
         sasl = self.ctx.sasl
-        if sasl is None or not self.ctx.options.sasl_enabled:
+        if sasl is None or not opts.sasl_enabled:
             return ()
-        return sasl.mechanisms()
+        security = (
+            opts.sasl_tls_security_options if self.tls_info is not None
+            else opts.sasl_security_options
+        )  # fmt: skip
+        dropped = set()
+        if "noplaintext" in security:
+            dropped |= {"PLAIN", "LOGIN"}
+        if "noanonymous" in security:
+            dropped.add("ANONYMOUS")
+        return tuple(m for m in sasl.mechanisms() if m not in dropped)
 
     def handle(self, event: ev.Event) -> HandlerResult:
         return self._dispatch[type(event)](event)
@@ -122,6 +135,7 @@ class CommandHandlers(AuthHandlers):
     def tls_established(self, ssl_object: Any) -> None:
         self.tls_info = tlsmod.describe(ssl_object)
         self.conn.tls_established()
+        self.conn.options = self.protocol_options()  # AUTH mechanisms may differ under TLS
         self.helo = None
         self.abort_transaction()
         self._end_exchange()

@@ -34,6 +34,8 @@ class SmtpdOptions:
     delay_reject: bool
     sasl_enabled: bool
     sasl_service: str
+    sasl_security_options: frozenset[str]  # smtpd_sasl_security_options (plaintext)
+    sasl_tls_security_options: frozenset[str]  # smtpd_sasl_tls_security_options
     tls_auth_only: bool
     sasl_auth_required: bool
     sasl_authenticated_header: bool
@@ -71,6 +73,12 @@ class SmtpdOptions:
             delay_reject=s.boolean("smtpd_delay_reject"),
             sasl_enabled=s.boolean("smtpd_sasl_auth_enable"),
             sasl_service=s.text("smtpd_sasl_service"),
+            sasl_security_options=frozenset(
+                w.lower() for w in s.words("smtpd_sasl_security_options")
+            ),
+            sasl_tls_security_options=frozenset(
+                w.lower() for w in s.words("smtpd_sasl_tls_security_options")
+            ),
             tls_auth_only=s.boolean("smtpd_tls_auth_only"),
             sasl_auth_required=s.boolean("smtpd_sasl_auth_required"),
             sasl_authenticated_header=s.boolean("smtpd_sasl_authenticated_header"),
