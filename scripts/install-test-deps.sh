@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the real peers the test suite drives: swaks, Postfix (smtp-source,
 # smtp-sink, a receiving MTA, and the benchmark's reference server), dnsmasq (the
-# loopback DNS server serving test zones) and Dovecot (LMTP). Idempotent; apt only
+# loopback DNS server serving test zones), Dovecot (SASL, LMTP), and the independent
+# verifiers of issue #5: OpenDKIM's tools, libspf2's spfquery and NSD (an authoritative
+# server that loads the zone `ironpost dns records` prints). Idempotent; apt only
 # when something is missing. No service is enabled or started by the packages.
 set -euo pipefail
 need=()
@@ -10,6 +12,9 @@ command -v smtp-source >/dev/null 2>&1 || need+=(postfix)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-core)
 [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+command -v opendkim-testmsg >/dev/null 2>&1 || need+=(opendkim-tools)
+command -v spfquery >/dev/null 2>&1 || need+=(spfquery)
+command -v nsd >/dev/null 2>&1 || need+=(nsd)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # "No configuration": the package must not configure or start a system MTA.

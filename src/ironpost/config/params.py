@@ -15,7 +15,10 @@ from importlib import resources
 from typing import Literal
 
 from ironpost.config.paramdef import LIST_KINDS, TIME_UNITS, Kind, Param
+from ironpost.config.params_auth import AUTH
 from ironpost.config.params_core import CORE
+from ironpost.config.params_dkim import DKIM
+from ironpost.config.params_dns import DNS
 from ironpost.config.params_smtpd import SMTPD
 
 __all__ = [
@@ -35,7 +38,7 @@ __all__ = [
 
 def _build() -> dict[str, Param]:
     table: dict[str, Param] = {}
-    for p in (*CORE, *SMTPD):
+    for p in (*CORE, *SMTPD, *DNS, *AUTH, *DKIM):
         if p.name in table:
             raise RuntimeError(f"parameter {p.name} defined twice")
         table[p.name] = p

@@ -24,6 +24,8 @@ from ironpost.routing.domains import DEFAULT_PARENT_MATCH
 from ironpost.routing.settings import SettingsLike, optional
 
 if TYPE_CHECKING:
+    from ironpost.auth.types import SpfResult
+    from ironpost.dns.types import Resolver
     from ironpost.policy.sender_login import SenderLogins
 
 _STAGE_CLASS = {
@@ -100,7 +102,13 @@ class PolicyContext:
 
     client_address: str
     router: Router
-    client_name: str = "unknown"
+    client_name: str = "unknown"  # verified: PTR name whose A/AAAA gives the address back
+    # The PTR name, unverified ("unknown" if none), and how both lookups went: "ok",
+    # "unknown" (no name) or "tempfail" (DNS failed: a refusal must be 4xx, not 5xx).
+    reverse_client_name: str = "unknown"
+    client_name_status: str = "ok"
+    reverse_client_name_status: str = "ok"
+    resolver: Resolver | None = None  # for DNS restrictions; None: they answer DUNNO
     helo: str | None = None
     sender: str | None = None  # "" is the null sender
     sender_local: str = ""
@@ -110,6 +118,7 @@ class PolicyContext:
     recipient_domain: str = ""
     recipient_count: int = 0  # recipients accepted so far in this transaction
     sasl_username: str | None = None
+    spf: SpfResult | None = None  # this transaction's SPF result, once computed
     sender_logins: SenderLogins | None = None  # smtpd_sender_login_maps, set by the engine
     tls: bool = False
     pipelined: bool = False  # the client sent ahead of our reply (set by the server)
@@ -158,6 +167,7 @@ class PolicyContext:
         self.recipient = None
         self.recipient_local = self.recipient_domain = ""
         self.recipient_count = 0
+        self.spf = None
         self.hold = self.discard = False
         self.list_cache.clear()
 

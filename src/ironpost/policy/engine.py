@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from ironpost.config.tables import LookupTable
+from ironpost.dns.types import Resolver
 from ironpost.policy.context import DEFAULT_PARAMS, PolicyContext, PolicyParams
 from ironpost.policy.networks import NetworkList
 from ironpost.policy.recipient import reject_unlisted_recipient as _unlisted_recipient
@@ -110,8 +111,10 @@ class PolicyEngine:
         relay_before_recipient: bool = True,
         open_table: OpenTable = default_open_table,
         sender_login_maps: Iterable[str] = (),
+        resolver: Resolver | None = None,
     ) -> None:
         self.router = router
+        self.resolver = resolver
         self.sender_logins = SenderLogins(
             tuple(open_table(spec) for spec in sender_login_maps if ":" in spec), router
         )
@@ -159,6 +162,7 @@ class PolicyEngine:
         mynetworks: NetworkList | None,
         *,
         open_table: OpenTable | None = None,
+        resolver: Resolver | None = None,
     ) -> PolicyEngine:
         """``open_table`` defaults to ``settings.table`` (tables shared, paths relative to
         the config directory) when the settings object has one."""
@@ -177,6 +181,7 @@ class PolicyEngine:
             ),
             open_table=open_table,
             sender_login_maps=optional(settings.words, "smtpd_sender_login_maps", ()),
+            resolver=resolver,
         )
 
     def new_context(
@@ -195,6 +200,7 @@ class PolicyEngine:
             params=self.params,
             tables=self.tables,
             sender_logins=self.sender_logins,
+            resolver=self.resolver,
         )
         if log_warning is not None:
             ctx.log_warning = log_warning

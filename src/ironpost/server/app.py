@@ -58,7 +58,7 @@ class MtaServer:
         if recovered:
             self.maillog.emit("qmgr", f"recovered {recovered} message(s) from the active queue")
         router = Router(RoutingConfig.from_settings(settings))
-        resolver = DnsResolver.from_settings(settings)
+        resolver = self.resolver = DnsResolver.from_settings(settings)
         runner = build_queue_manager(settings, store, router, self.maillog, resolver=resolver)
         tracker = ConnectionTracker(
             per_client=settings.integer("smtpd_client_connection_count_limit"),
@@ -144,7 +144,7 @@ class MtaServer:
         options = SmtpdOptions.from_settings(s)
         mynetworks = self._networks(s, "mynetworks")
         exclusions = self._networks(s, "smtpd_forbid_bare_newline_exclusions")
-        policy = PolicyEngine.from_settings(s, router, mynetworks)
+        policy = PolicyEngine.from_settings(s, router, mynetworks, resolver=self.resolver)
         for name in policy.not_implemented:
             self.maillog.emit(
                 "smtpd",

@@ -1,0 +1,7 @@
+"""Parameter table, dns family (issue #5). See params_smtpd.py for the conventions."""
+
+from __future__ import annotations
+
+from ironpost.config.paramdef import Param
+
+DNS: tuple[Param, ...] = ()
