@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from null_dns import null_dns
 
 ROOT = Path(__file__).resolve().parents[2]
 IRONPOST = [sys.executable, "-m", "ironpost"]
@@ -46,9 +47,9 @@ data_directory = {data}
 maillog_file = {data}/maillog
 recipient_delimiter = +
 smtpd_greet_pause = 0s
-# Tests never query a resolver outside loopback: nothing listens here, so a lookup is a
-# quick TEMPFAIL unless the test points dns_nameservers at its own DNS server.
-dns_nameservers = 127.0.0.1:9
+# Tests never query a resolver outside loopback: a loopback server answers NXDOMAIN to
+# everything (null_dns.py), unless the test points dns_nameservers at its own zones.
+dns_nameservers = {nulldns}
 """
 
 
@@ -166,7 +167,8 @@ def write_config(directory: Path, main_extra: str = "", master: str | None = Non
     data = directory / "data"
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    main = BASE_MAIN_CF.replace("{data}", str(data)) + textwrap.dedent(main_extra)
+    main = BASE_MAIN_CF.replace("{data}", str(data)).replace("{nulldns}", null_dns())
+    main += textwrap.dedent(main_extra)
     (directory / "main.cf").write_text(main)
     if master is None:
         master = f"{HOST}:{port} inet n - n - - smtpd\n"

@@ -35,7 +35,8 @@ def test_message_lands_in_maildir_with_trace_headers(mta: Mta) -> None:
     assert send(mta, ["alice@example.test"]) == {}
     (body,) = mta.wait_for_messages("alice", 1)
     assert body.startswith(b"Return-Path: <carol@sender.test>\nDelivered-To: alice@example.test\n")
-    assert b"Received: from client.sender.test (unknown [127.0.0.1])" in body
+    # The name comes from /etc/hosts, as Postfix's getnameinfo() finds it.
+    assert b"Received: from client.sender.test (localhost [127.0.0.1])" in body
     assert b"by mail.example.test (ironpost) with ESMTP id " in body
     assert b"\n.leading dot\n" in body
     assert b"\r\n" not in body  # Maildir files use LF

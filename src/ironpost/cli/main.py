@@ -1,4 +1,4 @@
-"""Entry point: ``ironpost [run|config|postconf|queue|passwd|sendmail] …``.
+"""Entry point: ``ironpost [run|config|postconf|queue|passwd|sendmail|dns|dkim] …``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``; the
 parser it adds sets ``func(args) -> int``. Every subcommand accepts ``-c DIR`` (else
@@ -14,7 +14,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("run", "config_cmd", "postconf", "queue", "passwd", "sendmail")
+SUBCOMMANDS = (
+    "run",
+    "config_cmd",
+    "postconf",
+    "queue",
+    "passwd",
+    "sendmail",
+    "dns_records",
+    "dkim",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from ironpost.config.params_auth import AUTH
 from ironpost.config.params_core import CORE
 from ironpost.config.params_dkim import DKIM
 from ironpost.config.params_dns import DNS
+from ironpost.config.params_records import RECORDS
 from ironpost.config.params_smtpd import SMTPD
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 
 def _build() -> dict[str, Param]:
     table: dict[str, Param] = {}
-    for p in (*CORE, *SMTPD, *DNS, *AUTH, *DKIM):
+    for p in (*CORE, *SMTPD, *DNS, *AUTH, *DKIM, *RECORDS):
         if p.name in table:
             raise RuntimeError(f"parameter {p.name} defined twice")
         table[p.name] = p

@@ -78,7 +78,12 @@ SMTPD: tuple[Param, ...] = (
         "Restrictions at DATA.",
         postfix_default="",
     ),
-    r("smtpd_end_of_data_restrictions", "", "Restrictions after the message content."),
+    r(
+        "smtpd_end_of_data_restrictions",
+        "reject_dmarc_policy",
+        "Restrictions after the message content (DMARC p=reject is honoured here).",
+        postfix_default="",
+    ),
     lst("smtpd_restriction_classes", "", "Names of user-defined restriction lists."),
     s("smtpd_null_access_lookup_key", "<>", "Access-table key for the null sender."),
     m("smtpd_sender_login_maps", "", "Sender address -> SASL login owner."),

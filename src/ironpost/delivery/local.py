@@ -24,7 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ironpost.delivery.maildir import deliver_lf_to_maildir, deliver_to_maildir, to_lf
+from ironpost.auth.results import QUARANTINE_HEADER
+from ironpost.delivery.maildir import (
+    deliver_lf_to_maildir,
+    deliver_to_maildir,
+    ensure_maildir,
+    to_lf,
+)
 from ironpost.delivery.transport import (
     BatchRecipient,
     DeliveryRequest,
@@ -41,6 +47,16 @@ __all__ = ["DiscardTransport", "ErrorTransport", "MaildirTransport"]
 DELIVERED = "delivered to maildir"
 # Errnos that mean "this mailbox is full" rather than "the mail system has a problem".
 _MAILBOX_FULL = frozenset({errno.EDQUOT, errno.EFBIG})
+JUNK_FOLDER = ".Junk"
+_MARKER = b"\n" + QUARANTINE_HEADER.lower().encode() + b":"
+
+
+def quarantined(content: bytes, limit: int = 65536) -> bool:
+    """Does the header section carry the DMARC quarantine marker? (ironpost.auth.inbound
+    adds it, and strips incoming copies, so a sender cannot file its own mail as junk.)"""
+    head = content[:limit]
+    end = head.find(b"\r\n\r\n")
+    return _MARKER in (b"\n" + (head if end < 0 else head[:end]).lower().replace(b"\r", b""))
 
 
 class MaildirTransport:
@@ -65,6 +81,7 @@ class MaildirTransport:
         results: list[RecipientResult] = []
         boxes: dict[Path, str] = {}  # mailbox -> Delivered-To of its first recipient
         waiting: list[tuple[BatchRecipient, Path]] = []
+        junk = quarantined(request.content)
         for rcpt in request.recipients:
             try:
                 res = self._router.resolve(rcpt.spec.address)
@@ -78,6 +95,8 @@ class MaildirTransport:
                 )
                 continue
             box = Path(os.path.normpath(res.mailbox))
+            if junk:  # DMARC quarantine: the Maildir++ Junk folder, as IMAP servers show it
+                box = box / JUNK_FOLDER
             boxes.setdefault(box, res.address)
             waiting.append((rcpt, box))
         if not boxes:
@@ -136,6 +155,10 @@ class MaildirTransport:
         deliver = deliver_lf_to_maildir if converted else deliver_to_maildir
         start = self._clock()
         try:
+            if box.name == JUNK_FOLDER:
+                ensure_maildir(box.parent)
+                ensure_maildir(box)
+                (box / "maildirfolder").touch(mode=0o600)
             deliver(box, body, return_path=sender, delivered_to=rcpt, hostname=self._hostname)
         except Exception as exc:
             return self._clock() - start, exc

@@ -1,11 +1,15 @@
 """The SMTP restriction engine: Postfix restriction lists as data, one module per family.
 
 Importing this package registers every restriction (client, helo, sender, recipient,
-relay, generic, and the not-yet-implemented DNS names) with the registry.
+relay, generic, DNS checks and DNS lists, and the names not implemented yet) with the
+registry.
 """
 
 from ironpost.policy import (  # noqa: F401  (imported to register restrictions)
+    authpolicy,
     client,
+    dnsbl,
+    dnscheck,
     generic,
     helo,
     recipient,

@@ -58,9 +58,27 @@ class PolicyParams:
     null_access_lookup_key: str = "<>"
     access_parent_matches_subdomains: bool = True
     allow_untrusted_routing: bool = False
+    # DNS restrictions (policy.dnscheck, policy.dnsbl).
+    unknown_address_reject_code: int = 450
+    unknown_client_reject_code: int = 450
+    unknown_hostname_reject_code: int = 450
+    maps_rbl_reject_code: int = 554
+    unknown_address_tempfail_action: str = "defer_if_permit"
+    unknown_helo_hostname_tempfail_action: str = "defer_if_permit"
+    default_rbl_reply: str = (
+        "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using "
+        "$rbl_domain${rbl_reason?; $rbl_reason}"
+    )
+    rbl_reply_maps: tuple[LookupTable, ...] = ()
+    maps_rbl_domains: tuple[str, ...] = ()
+    # Per list, the DNSBL/RHSBL steps ``(name, argument)`` in order: the first one run
+    # starts every lookup of its list at once (policy.dnsbl.prefetch).
+    dnsxl_plan: tuple[tuple[Stage, tuple[tuple[str, str], ...]], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: SettingsLike) -> PolicyParams:
+        from ironpost.policy.dnsbl import dnsxl_plan  # dnsbl imports this module
+
         def code(name: str, default: int) -> int:
             return optional(settings.integer, name, default)
 
@@ -81,6 +99,22 @@ class PolicyParams:
             null_access_lookup_key=optional(settings.text, "smtpd_null_access_lookup_key", "<>"),
             access_parent_matches_subdomains="smtpd_access_maps" in parent,
             allow_untrusted_routing=optional(settings.boolean, "allow_untrusted_routing", False),
+            unknown_address_reject_code=code("unknown_address_reject_code", 450),
+            unknown_client_reject_code=code("unknown_client_reject_code", 450),
+            unknown_hostname_reject_code=code("unknown_hostname_reject_code", 450),
+            maps_rbl_reject_code=code("maps_rbl_reject_code", 554),
+            unknown_address_tempfail_action=optional(
+                settings.text, "unknown_address_tempfail_action", "defer_if_permit"
+            ),
+            unknown_helo_hostname_tempfail_action=optional(
+                settings.text, "unknown_helo_hostname_tempfail_action", "defer_if_permit"
+            ),
+            default_rbl_reply=optional(
+                settings.text, "default_rbl_reply", DEFAULT_PARAMS.default_rbl_reply
+            ),
+            rbl_reply_maps=optional(settings.tables, "rbl_reply_maps", ()),
+            maps_rbl_domains=optional(settings.words, "maps_rbl_domains", ()),
+            dnsxl_plan=dnsxl_plan(settings),
         )
 
 

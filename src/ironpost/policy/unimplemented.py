@@ -1,11 +1,10 @@
-"""Restrictions ironpost knows by name but does not implement yet (mostly DNS-based).
+"""Restrictions ironpost knows by name but does not implement yet.
 
 Each is registered with its Postfix arity so configurations parse, and answers DUNNO
 (no effect). The engine lists the ones a configuration uses in
 ``PolicyEngine.not_implemented`` so the server logs a warning at startup: an
 administrator must not believe an RBL or a policy service is protecting them when it is
-not. (DNS checks will land with ``ironpost.dns``; the registry already accepts async
-restrictions for them.)
+not. (The DNS existence checks and DNS lists live in ``dnscheck`` and ``dnsbl``.)
 """
 
 from __future__ import annotations
@@ -15,15 +14,6 @@ from ironpost.policy.registry import restriction
 from ironpost.policy.verdicts import Decision, Verdict
 
 NO_ARGUMENT = (
-    "reject_unknown_client_hostname",
-    "reject_unknown_client",
-    "reject_unknown_reverse_client_hostname",
-    "reject_unknown_forward_client_hostname",
-    "reject_maps_rbl",
-    "reject_unknown_helo_hostname",
-    "reject_unknown_hostname",
-    "reject_unknown_sender_domain",
-    "reject_unknown_recipient_domain",
     "reject_unverified_sender",
     "reject_unverified_recipient",
     "reject_unlisted_relay_recipient",
@@ -35,14 +25,6 @@ NO_ARGUMENT = (
 )
 
 ONE_ARGUMENT = (
-    "reject_rbl_client",
-    "reject_rhsbl_client",
-    "reject_rhsbl_reverse_client",
-    "reject_rhsbl_helo",
-    "reject_rhsbl_sender",
-    "reject_rhsbl_recipient",
-    "permit_dnswl_client",
-    "permit_rhswl_client",
     "check_policy_service",
     "check_reverse_client_hostname_access",
     "check_client_a_access",

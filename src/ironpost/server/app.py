@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ironpost.anvil import Anvil, AnvilConfig
+from ironpost.auth.dkim_sign import DkimSigner
+from ironpost.auth.inbound import InboundAuth
 from ironpost.delivery.assemble import build_queue_manager
 from ironpost.delivery.manager import QueueManager
 from ironpost.dns.resolver import DnsResolver
@@ -65,11 +67,16 @@ class MtaServer:
             total=settings.integer("smtpd_connection_limit"),
         )
         disk = DiskSpace(queue_dir)
+        signer = DkimSigner.from_settings(settings, self.loaded.config_dir)
+        for domain in sorted(signer.domains()):
+            self.maillog.emit("cleanup", f"DKIM signing mail from {domain}")
+        inbound = InboundAuth.from_settings(settings, resolver, asyncio.get_running_loop())
         loop = asyncio.get_running_loop()
         try:
             for service in self.loaded.services:
                 ctx = self._listener_context(service, store, router, tracker, disk, runner)
                 ctx.sasl = await self._sasl_backend(service)
+                ctx.signer, ctx.inbound = signer, inbound
                 for host in service.bind_hosts():
                     server = await loop.create_server(
                         lambda ctx=ctx: SmtpSession(ctx),

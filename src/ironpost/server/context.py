@@ -18,6 +18,8 @@ from ironpost.protocol.replies import Reply
 
 if TYPE_CHECKING:
     from ironpost.anvil import Anvil
+    from ironpost.auth.dkim_sign import DkimSigner
+    from ironpost.auth.inbound import InboundAuth
     from ironpost.maillog import MailLog
     from ironpost.policy.engine import PolicyEngine
     from ironpost.policy.networks import NetworkList
@@ -109,6 +111,8 @@ class ListenerContext:
     event_exceptions: NetworkList  # smtpd_client_event_limit_exceptions
     sasl: SaslBackend | None = None  # None: AUTH not offered on this listener
     anvil: Anvil | None = None
+    signer: DkimSigner | None = None  # DKIM keys for our domains (None: sign nothing)
+    inbound: InboundAuth | None = None  # SPF/DKIM/DMARC checks (None: check nothing)
     on_queued: Callable[[str], None] = field(default=lambda _qid: None)
 
     def log_exception(self, where: str, exc: BaseException) -> None:

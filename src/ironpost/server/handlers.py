@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ironpost.policy.client_names import ClientNames
+from ironpost.policy.client_names import apply as apply_client_names
 from ironpost.policy.engine import Stage, Verdict
 from ironpost.protocol import events as ev
 from ironpost.protocol import replies as R
@@ -23,7 +25,7 @@ from ironpost.queue.model import ClientInfo, QueueWriteError
 from ironpost.routing import ExpansionLimitError
 from ironpost.server import tls as tlsmod
 from ironpost.server.authn import AUTH_REQUIRED, AuthHandlers
-from ironpost.server.headers import from_addresses, missing_headers
+from ironpost.server.cleanup import Origin, prepare
 from ironpost.server.received import count_received, received_header
 from ironpost.server.transaction import AcceptedRecipient, Transaction
 
@@ -95,6 +97,12 @@ class CommandHandlers(AuthHandlers):
         self.limits_exempt = ctx.event_exceptions.contains(address)
         if tls is not None:
             self.tls_info = tlsmod.describe(tls)
+
+    def set_client_names(self, names: ClientNames) -> None:
+        """The client's verified name and PTR name, once looked up (smtpd_peername_lookup)."""
+        self.client_name = names.name
+        self.client_label = f"{names.name}[{self.client_address}]"
+        apply_client_names(self.policy_ctx, names)
 
     def protocol_options(self) -> ServerOptions:
         opts = self.ctx.options
@@ -377,16 +385,22 @@ class CommandHandlers(AuthHandlers):
             authenticated=login if opts.sasl_authenticated_header else None,
             hide_client=login is not None and opts.sasl_hide_client,
         )
-        head = tx.head()
-        if login is not None or opts.always_add_missing_headers:
-            header += missing_headers(head, hostname=opts.hostname, queue_id=queue_id, now=arrival)
-        if login is not None:
-            refusal = self._check_from_header(login, head)
-            if refusal is not None:
-                self.counters.count(verb, False)
-                self._log_reject("END-OF-MESSAGE", refusal)
-                return refusal
-        content = tx.content(header)
+        origin = Origin(
+            client_address=self.client_address,
+            client_label=self.client_label,
+            helo=self.helo or "",
+            login=login,
+            own=login is not None or self.policy_ctx.is_mynetworks,
+            spf=self.policy_ctx.spf,
+        )
+        prepared = await prepare(
+            ctx, tx, origin, received=header, queue_id=queue_id, arrival=arrival
+        )
+        if prepared.refusal is not None:
+            self.counters.count(verb, False)
+            self._log_reject("END-OF-MESSAGE", prepared.refusal)
+            return prepared.refusal
+        content = prepared.content
         if count_received(content) > opts.hopcount_limit:
             self.counters.count(verb, False)
             self._log_reject("END-OF-MESSAGE", R.HOPS_EXCEEDED)
@@ -469,26 +483,6 @@ class CommandHandlers(AuthHandlers):
         if self.sasl_username is not None:
             name += "A"
         return name
-
-    def _check_from_header(self, login: str, head: bytes) -> Reply | None:
-        """smtpd_sasl_from_header_check: From: must name addresses the login owns."""
-        mode = self.ctx.options.from_header_check
-        if mode == "no":
-            return None
-        logins = self.ctx.policy.sender_logins
-        for address in from_addresses(head):
-            if logins.owns(login, address):
-                continue
-            self.ctx.maillog.emit(
-                "cleanup",
-                f"warning: From: <{address}> is not owned by sasl_username={login}"
-                f" ({self.client_label})",
-            )
-            if mode == "enforce":
-                return Reply(
-                    550, "5.7.1", f"<{address}>: From: header address not owned by user {login}"
-                )
-        return None
 
     def _checked(
         self,

@@ -32,6 +32,7 @@ class SmtpdOptions:
     queue_minfree: int
     client_connection_limit: int
     delay_reject: bool
+    peername_lookup: bool
     sasl_enabled: bool
     sasl_service: str
     sasl_security_options: frozenset[str]  # smtpd_sasl_security_options (plaintext)
@@ -71,6 +72,7 @@ class SmtpdOptions:
             queue_minfree=s.integer("queue_minfree"),
             client_connection_limit=s.integer("smtpd_client_connection_count_limit"),
             delay_reject=s.boolean("smtpd_delay_reject"),
+            peername_lookup=s.boolean("smtpd_peername_lookup"),
             sasl_enabled=s.boolean("smtpd_sasl_auth_enable"),
             sasl_service=s.text("smtpd_sasl_service"),
             sasl_security_options=frozenset(

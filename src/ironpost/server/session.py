@@ -24,6 +24,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
+from ironpost.dns.hosts import HostsFile
+from ironpost.policy.client_names import ClientNames, lookup_client_names
 from ironpost.protocol import replies as R
 from ironpost.protocol.events import CLOSED, NEED_DATA, PAUSED
 from ironpost.protocol.replies import Reply
@@ -32,7 +34,18 @@ from ironpost.server.counters import SessionCounters
 from ironpost.server.handlers import CommandHandlers
 
 if TYPE_CHECKING:
+    from ironpost.dns.types import Resolver
     from ironpost.server.context import ListenerContext
+
+
+_HOSTS = HostsFile()
+
+
+def names_from_hosts(address: str) -> ClientNames | None:
+    """The client's name from /etc/hosts, as getnameinfo() finds it before DNS. The file
+    maps the name back to the address by construction, so the name counts as verified."""
+    names = _HOSTS.names(address)
+    return ClientNames(names[0], names[0], "ok", "ok") if names else None
 
 
 class SmtpSession(asyncio.Protocol, CommandHandlers):
@@ -49,6 +62,7 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
         self._idle: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._greet_timer: asyncio.TimerHandle | None = None
+        self._greeting: asyncio.Future[None] | None = None
         self.counters = SessionCounters()
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -98,13 +112,41 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
         )
         opts = ctx.options
         self.conn = ServerConnection(self.protocol_options())
-        ctx.maillog.emit("smtpd", f"connect from {self.client_label}")
         self._deadline = self._loop.call_later(opts.session_deadline, self._on_deadline)
         self._arm_idle()
-        if opts.greet_pause > 0 and not self.policy_ctx.is_mynetworks:
-            self._greet_timer = self._loop.call_later(opts.greet_pause, self._greet)
+        pause = opts.greet_pause if not self.policy_ctx.is_mynetworks else 0.0
+        resolver = self.policy_ctx.resolver
+        if opts.peername_lookup and resolver is not None:
+            # The client's name (PTR, then forward-confirmed) is looked up during the
+            # greet pause, as Postfix's smtpd does before its banner.
+            self._greeting = asyncio.ensure_future(self._names_then_greet(resolver, pause))
+            return
+        ctx.maillog.emit("smtpd", f"connect from {self.client_label}")
+        self._greet_after(pause)
+
+    def _greet_after(self, pause: float) -> None:
+        if pause > 0:
+            self._greet_timer = self._loop.call_later(pause, self._greet)
         else:
             self._greet()
+
+    async def _names_then_greet(self, resolver: Resolver, pause: float) -> None:
+        started = self._loop.time()
+        try:
+            names = names_from_hosts(self.client_address) or await lookup_client_names(
+                resolver,
+                self.client_address,
+                log_warning=lambda text: self.ctx.maillog.emit("smtpd", f"warning: {text}"),
+            )
+        except Exception as exc:  # a bug in the lookup must not cost the session
+            self.ctx.log_exception("client name lookup", exc)
+            names = None
+        if self._closing:
+            return
+        if names is not None:
+            self.set_client_names(names)
+        self.ctx.maillog.emit("smtpd", f"connect from {self.client_label}")
+        self._greet_after(pause - (self._loop.time() - started))
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -124,6 +166,8 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
         for timer in (self._idle, self._deadline, self._greet_timer):
             if timer is not None:
                 timer.cancel()
+        if self._greeting is not None:
+            self._greeting.cancel()
         tracked = getattr(self, "_tracked", None)
         if tracked is not None:
             self.ctx.tracker.release(tracked)

@@ -140,18 +140,19 @@ def test_bad_configurations_fail_at_build(make_engine, lists, message: str) -> N
 def test_not_implemented_names_are_listed_and_dunno(harness) -> None:
     h = harness(
         {
-            Stage.CLIENT: ["reject_rbl_client", "zen.example", "reject_unknown_client_hostname"],
+            Stage.CLIENT: ["check_client_mx_access", "hash:x", "reject_unverified_sender"],
             Stage.RECIPIENT: [
                 "check_policy_service",
                 "unix:private/policy",
-                "reject_rbl_client",
-                "x",
+                "check_client_mx_access",
+                "hash:x",
             ],
-        }
+        },
+        {"hash:x": {}},
     )
     assert h.engine.not_implemented == (
-        "reject_rbl_client",
-        "reject_unknown_client_hostname",
+        "check_client_mx_access",
+        "reject_unverified_sender",
         "check_policy_service",
     )
     assert h.rcpt("user@example.com").verdict is Verdict.PERMIT

@@ -1,0 +1,127 @@
+"""Between the end of DATA and the queue: what Postfix's cleanup(8) and its milters do.
+
+Owns turning a finished transaction into the bytes that are queued:
+
+* our own users' mail (SASL-authenticated, or from ``$mynetworks``): missing ``Date:`` and
+  ``Message-ID:`` added, the ``From:`` checked against the login
+  (``smtpd_sasl_from_header_check``), then DKIM-signed when we hold a key for the
+  From: domain;
+* everyone else's mail: SPF, DKIM, ARC and DMARC checked (:mod:`ironpost.auth.inbound`),
+  forged ``Authentication-Results`` removed, ours prepended; a DMARC ``p=reject`` that
+  applies refuses the message.
+
+Invariants: the body is joined once; signing and verification (CPU, blocking DNS) run
+off the event loop; what we add always sits above the client's headers, under our
+Received line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ironpost.protocol.replies import Reply
+from ironpost.routing import split_address
+from ironpost.server.headers import from_addresses, missing_headers
+
+if TYPE_CHECKING:
+    from ironpost.auth.types import SpfResult
+    from ironpost.server.context import ListenerContext
+    from ironpost.server.transaction import Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The message to queue, or the reply that refuses it."""
+
+    content: bytes = b""
+    refusal: Reply | None = None
+    quarantine: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who handed us the message (what cleanup needs of the session)."""
+
+    client_address: str
+    client_label: str
+    helo: str
+    login: str | None  # SASL login, None if not authenticated
+    own: bool  # authenticated or in $mynetworks: our mail, signed not checked
+    spf: SpfResult | None = None  # already computed by an SPF restriction at RCPT
+
+
+async def prepare(
+    ctx: ListenerContext,
+    tx: Transaction,
+    origin: Origin,
+    *,
+    received: bytes,
+    queue_id: str,
+    arrival: float,
+) -> Prepared:
+    opts = ctx.options
+    head = tx.head()
+    added = b""
+    if origin.own or opts.always_add_missing_headers:
+        added = missing_headers(head, hostname=opts.hostname, queue_id=queue_id, now=arrival)
+    if origin.login is not None:
+        refusal = check_from_header(ctx, origin, head)
+        if refusal is not None:
+            return Prepared(refusal=refusal)
+    body = b"".join(tx.chunks)
+    loop = asyncio.get_running_loop()
+    if origin.own:
+        signer = ctx.signer
+        if signer is not None and signer.domains():
+            domain = _from_domain(head)
+            if domain in signer.domains():
+                signature = await loop.run_in_executor(
+                    None, lambda: signer.sign(added + body, from_domain=domain)
+                )
+                added = signature + added
+        return Prepared(received + added + body)
+    inbound = ctx.inbound
+    if inbound is None:
+        return Prepared(received + added + body)
+    verdict = await inbound.check(
+        body,
+        client_address=origin.client_address,
+        helo=origin.helo,
+        sender=tx.sender,
+        spf=origin.spf,
+        skip_dmarc=False,
+    )
+    if verdict.reply is not None:
+        return Prepared(refusal=verdict.reply)
+    return Prepared(received + verdict.headers + added + verdict.content, None, verdict.quarantine)
+
+
+def _from_domain(head: bytes) -> str | None:
+    addresses = from_addresses(head)
+    if len(addresses) != 1:
+        return None
+    return split_address(addresses[0])[1].lower() or None
+
+
+def check_from_header(ctx: ListenerContext, origin: Origin, head: bytes) -> Reply | None:
+    """smtpd_sasl_from_header_check: From: must name addresses the login owns."""
+    mode = ctx.options.from_header_check
+    login = origin.login
+    if mode == "no" or login is None:
+        return None
+    logins = ctx.policy.sender_logins
+    for address in from_addresses(head):
+        if logins.owns(login, address):
+            continue
+        ctx.maillog.emit(
+            "cleanup",
+            f"warning: From: <{address}> is not owned by sasl_username={login}"
+            f" ({origin.client_label})",
+        )
+        if mode == "enforce":
+            return Reply(
+                550, "5.7.1", f"<{address}>: From: header address not owned by user {login}"
+            )
+    return None
