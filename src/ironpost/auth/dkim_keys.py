@@ -45,6 +45,8 @@ class DkimKeyError(Exception):
 class _Settings(Protocol):
     def text(self, name: str) -> str: ...
 
+    def boolean(self, name: str) -> bool: ...
+
     def tables(self, name: str) -> tuple[LookupTable, ...]: ...
 
 
@@ -287,7 +289,37 @@ def signing_entries(settings: _Settings, config_dir: Path | None) -> list[tuple[
             for selector, file in parse_entry(value or ""):
                 path = Path(file) if file else Path(domain) / f"{selector}.private"
                 out.append((domain, selector, path if path.is_absolute() else directory / path))
+    if not tables and settings.boolean("dkim_auto_keys"):
+        for domain, path in auto_key_paths(settings):
+            if path.exists():
+                out.append((domain, AUTO_SELECTOR, path))
     return out
+
+
+#: The selector of the keys ironpost makes itself (dkim_auto_keys).
+AUTO_SELECTOR = "ironpost"
+
+
+def auto_key_paths(settings: _Settings) -> list[tuple[str, Path]]:
+    """Where the automatic key of each of our mail domains lives:
+    ``$data_directory/dkim/DOMAIN/ironpost.private`` (runtime data, not configuration)."""
+    from ironpost.deliverability.records import mail_domains  # (it imports this module)
+
+    base = Path(settings.text("data_directory")) / "dkim"
+    domains, _warnings = mail_domains(settings)  # type: ignore[arg-type]
+    return [(d, base / d / f"{AUTO_SELECTOR}.private") for d in domains]
+
+
+def ensure_auto_keys(settings: _Settings) -> list[SigningKey]:
+    """Make the missing automatic keys (RSA-2048), as the server does at start when
+    ``dkim_signing_table`` is empty and ``dkim_auto_keys = yes``; returns the new ones."""
+    if settings.tables("dkim_signing_table") or not settings.boolean("dkim_auto_keys"):
+        return []
+    made = []
+    for domain, path in auto_key_paths(settings):
+        if not path.exists():
+            made.append(generate_key(path.parent, domain, AUTO_SELECTOR))
+    return made
 
 
 def load_private_keys(

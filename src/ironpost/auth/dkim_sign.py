@@ -44,6 +44,8 @@ class _Settings(Protocol):
 
     def tables(self, name: str) -> tuple[LookupTable, ...]: ...
 
+    def boolean(self, name: str) -> bool: ...
+
 
 # --- canonicalization (RFC 6376 §3.4.2, §3.4.4) --------------------------------------
 

@@ -70,8 +70,17 @@ def dkim_public_keys(
     """The signing table's public keys, and an error text when they cannot be read."""
     if "dkim_signing_table" not in PARAMS:  # DKIM signing is not part of this build
         return [], None
-    from ironpost.auth.dkim_keys import DkimKeyError, load_signing_keys, txt_record
+    from ironpost.auth.dkim_keys import (
+        DkimKeyError,
+        ensure_auto_keys,
+        load_signing_keys,
+        txt_record,
+    )
 
+    try:
+        ensure_auto_keys(settings)  # the keys the server would make at its first start
+    except (DkimKeyError, OSError) as exc:
+        return [], f"DKIM keys not made: {exc}"
     try:
         keys = load_signing_keys(settings, config_dir)
     except DkimKeyError as exc:

@@ -6,7 +6,7 @@ semantics are documented in docs/dkim.md.
 
 from __future__ import annotations
 
-from ironpost.config.paramdef import Param, i, lst, m, s, t
+from ironpost.config.paramdef import Param, b, i, lst, m, s, t
 
 #: RFC 6376 §5.4.1's recommended header fields (those present are signed).
 SIGNED_HEADERS = (
@@ -22,6 +22,13 @@ DKIM: tuple[Param, ...] = (
         "",
         "From: domain -> 'selector[:keyfile]' items (two: RSA plus ed25519 dual signing);"
         " inline: or a text table. Empty: sign nothing.",
+        origin="ironpost",
+    ),
+    b(
+        "dkim_auto_keys",
+        "yes",
+        "With an empty dkim_signing_table, sign our domains' mail with keys made at first"
+        " start ($data_directory/dkim/DOMAIN/ironpost.private).",
         origin="ironpost",
     ),
     s(

@@ -113,6 +113,11 @@ class Settings:
         """The ``type:name`` tokens of a list parameter, opened (cached per spec)."""
         return tuple(self.table(tok) for tok in self.words(name) if is_table_token(tok))
 
+    @property
+    def base(self) -> Path | None:
+        """The configuration directory relative paths are read from (None: embedded)."""
+        return self._base
+
     def table(self, spec: str) -> LookupTable:
         """One table by spec (e.g. a check_*_access argument), opened once."""
         key = (spec, str(self._base))

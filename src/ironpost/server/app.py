@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ironpost.anvil import Anvil, AnvilConfig
+from ironpost.auth.dkim_keys import ensure_auto_keys
 from ironpost.auth.dkim_sign import DkimSigner
 from ironpost.auth.inbound import InboundAuth
 from ironpost.delivery.assemble import build_queue_manager
@@ -67,6 +68,12 @@ class MtaServer:
             total=settings.integer("smtpd_connection_limit"),
         )
         disk = DiskSpace(queue_dir)
+        for key in ensure_auto_keys(settings):
+            self.maillog.emit(
+                "cleanup",
+                f"made DKIM key {key.private_path} for {key.domain}; publish its record"
+                f" (ironpost dns records): {key.dns_name}",
+            )
         signer = DkimSigner.from_settings(settings, self.loaded.config_dir)
         for domain in sorted(signer.domains()):
             self.maillog.emit("cleanup", f"DKIM signing mail from {domain}")
