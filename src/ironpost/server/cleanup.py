@@ -21,6 +21,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ironpost.auth.arc import arc_seal
 from ironpost.protocol.replies import Reply
 from ironpost.routing import split_address
 from ironpost.server.headers import from_addresses, missing_headers
@@ -73,12 +74,12 @@ async def prepare(
     body = b"".join(tx.chunks)
     loop = asyncio.get_running_loop()
     if origin.own:
-        signer = ctx.signer
-        if signer is not None and signer.domains():
+        own_signer = ctx.signer
+        if own_signer is not None and own_signer.domains():
             domain = _from_domain(head)
-            if domain in signer.domains():
+            if domain in own_signer.domains():
                 signature = await loop.run_in_executor(
-                    None, lambda: signer.sign(added + body, from_domain=domain)
+                    None, lambda: own_signer.sign(added + body, from_domain=domain)
                 )
                 added = signature + added
         return Prepared(received + added + body)
@@ -95,7 +96,46 @@ async def prepare(
     )
     if verdict.reply is not None:
         return Prepared(refusal=verdict.reply)
-    return Prepared(received + verdict.headers + added + verdict.content, None, verdict.quarantine)
+    message = verdict.headers + added + verdict.content
+    forwarder = _forwarding_domain(ctx, tx)
+    signer = ctx.signer
+    if forwarder is not None and signer is not None and signer.domains():
+        # Forwarded (an alias to another domain): seal with ARC (RFC 8617), so the next
+        # hop can trust the results we saw before our forwarding broke SPF.
+        results = _results_value(verdict.headers)
+        seal = await loop.run_in_executor(
+            None,
+            lambda: arc_seal(
+                message,
+                signer,
+                authserv_id=inbound.authserv_id,
+                results=results,
+                domain=forwarder if forwarder in signer.domains() else None,
+            ),
+        )
+        message = seal + message
+    return Prepared(received + message, None, verdict.quarantine)
+
+
+def _forwarding_domain(ctx: ListenerContext, tx: Transaction) -> str | None:
+    """The domain of the first recipient that an alias sends on to another domain."""
+    router = ctx.router
+    for rcpt in tx.recipients:
+        for final in rcpt.expanded:
+            if final == rcpt.address:
+                continue
+            if not router.is_final_destination(split_address(final)[1].lower()):
+                return split_address(rcpt.address)[1].lower()
+    return None
+
+
+def _results_value(headers: bytes) -> str:
+    """Our Authentication-Results value, unfolded, from the headers inbound checks made."""
+    unfolded = headers.decode("utf-8", "replace").replace("\r\n\t", " ").replace("\r\n ", " ")
+    for field in unfolded.split("\r\n"):
+        if field.lower().startswith("authentication-results:"):
+            return field.split(":", 1)[1].strip()
+    return ""
 
 
 def _from_domain(head: bytes) -> str | None:
