@@ -56,7 +56,7 @@ def worker_address() -> str:
     return f"127.0.0.{150 + int(digits) % 100}"
 
 
-def _free_port(address: str) -> int:
+def free_port(address: str) -> int:
     """A port free for both UDP and TCP on ``address``."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -249,7 +249,7 @@ def start_dns_server(
         base.append("user=root")  # stay root: dropping to nobody cannot write our log
     errors = ""
     for _attempt in range(3):
-        port = _free_port(address)
+        port = free_port(address)
         conf = directory / "dnsmasq.conf"
         conf.write_text("\n".join([f"port={port}", *base]) + "\n")
         stderr = directory / "dnsmasq.stderr"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import pytest
 import spf
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dns_server import free_port
 
 from ironpost.auth.dkim_keys import generate_key, read_private_key
 from ironpost.cli.dns_records import dkim_public_keys
@@ -72,20 +72,6 @@ def nsd_address() -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     digits = "".join(c for c in worker if c.isdigit()) or "0"
     return f"127.0.0.{230 + int(digits) % 25}"
-
-
-def _free_port(address: str) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((address, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((address, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no free UDP+TCP port on {address}")
 
 
 def zone_file(domain: str, fragment: str, address: str) -> str:
@@ -130,7 +116,7 @@ def start_nsd(zones: dict[str, str], directory: Path) -> Nsd:
     zone_conf = "".join(f'zone:\n  name: "{d}"\n  zonefile: "{d}.zone"\n' for d in zones)
     log = directory / "nsd.log"
     for _attempt in range(3):
-        port = _free_port(address)
+        port = free_port(address)
         conf = directory / "nsd.conf"
         conf.write_text(
             "server:\n"
