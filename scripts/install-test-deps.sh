@@ -15,6 +15,7 @@ command -v dovecot >/dev/null 2>&1 || need+=(dovecot-core)
 command -v opendkim-testmsg >/dev/null 2>&1 || need+=(opendkim-tools)
 command -v spfquery >/dev/null 2>&1 || need+=(spfquery)
 command -v nsd >/dev/null 2>&1 || need+=(nsd)
+command -v pflogsumm >/dev/null 2>&1 || need+=(pflogsumm)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # "No configuration": the package must not configure or start a system MTA.

@@ -47,9 +47,16 @@ data_directory = {data}
 maillog_file = {data}/maillog
 recipient_delimiter = +
 smtpd_greet_pause = 0s
+# The tests run as root and read what the server writes under pytest's 0700 tmp dirs:
+# the server stays root here (test_lifecycle.py covers the real drop to mail_owner).
+mail_owner = root
+ironpost_allow_root = yes
+shutdown_timeout = 5s
 # Tests never query a resolver outside loopback: a loopback server answers NXDOMAIN to
 # everything (null_dns.py), unless the test points dns_nameservers at its own zones.
 dns_nameservers = {nulldns}
+# Tests read addresses in the log; privacy (pseudonymised by default) has its own tests.
+maillog_privacy = off
 """
 
 

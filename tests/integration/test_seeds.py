@@ -50,6 +50,10 @@ def overrides(data: Path, nameserver: str) -> list[str]:
         "virtual_mailbox_domains = yourdomain.no",
         "virtual_mailbox_maps = inline:{ alice@yourdomain.no=yourdomain.no/alice/ }",
         "smtpd_greet_pause = 0s",
+        # The tests run as root: stay root, as the harness does (test_lifecycle.py covers
+        # the drop to mail_owner).
+        "mail_owner = root",
+        "ironpost_allow_root = yes",
     ]
 
 

@@ -41,7 +41,7 @@ def _master(sub: int, subs: int) -> str:
         f"{HOST}:{{port}} inet n - n - - smtpd\n"
         f"{HOST}:{sub} inet n - n - - smtpd\n  -o syslog_name=ironpost/submission\n"
         f"  -o smtpd_tls_security_level=encrypt\n{options}\n"
-        f"{HOST}:{subs} inet n - n - - smtpd\n  -o syslog_name=ironpost/submissions\n"
+        f"{HOST}:{subs} inet n - n - - smtpd\n  -o syslog_name=ironpost/smtps\n"
         f"  -o smtpd_tls_wrappermode=yes\n{options}\n"
     )
 

@@ -23,6 +23,9 @@ SUBCOMMANDS = (
     "sendmail",
     "dns_records",
     "dkim",
+    "doctor",
+    "control",
+    "privacy",
 )
 
 

@@ -1,18 +1,27 @@
 """``ironpost run [-c DIR]``: start the MTA in the foreground.
 
 With no ``-c`` (and no MAIL_CONFIG) it runs the embedded default: loopback
-listeners, a demo domain, and a data directory it prints on start.
+listeners, a demo domain, and a data directory it prints on start (started as
+root: /var/lib/ironpost, which mail_owner can reach; root's home it could not).
+
+Started as root it decides whom to run as (``server.privileges.plan``) before it
+opens anything, takes the pid file (``cli.control``), and leaves the drop itself to
+the server, which does it after binding and before serving.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ironpost.cli.common import add_config_option, load_or_exit
+
+#: The embedded default's data directory when started as root.
+ROOT_DATA_DIR = "/var/lib/ironpost"
 
 
 def add_parser(sub: Any) -> None:
@@ -22,11 +31,17 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ironpost.cli.control import AlreadyRunning, PidFile, pid_path
+    from ironpost.config import load
     from ironpost.dns.resolver import parse_nameserver
     from ironpost.maillog import MailLog
+    from ironpost.metrics.server import MetricsError, metrics_address
+    from ironpost.server import privileges
     from ironpost.server.app import MtaServer
     from ironpost.server.tls import TlsConfigError
 
+    if args.config_dir is None and os.geteuid() == 0 and "IRONPOST_DATA_DIR" not in os.environ:
+        args.data_dir = ROOT_DATA_DIR
     loaded = load_or_exit(args)
     settings = loaded.settings
     for entry in settings.words("dns_nameservers"):
@@ -35,15 +50,27 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"ironpost: fatal: dns_nameservers: {exc}", file=sys.stderr)
             return 1
+    try:
+        metrics_address(settings)
+    except MetricsError as exc:
+        print(f"ironpost: fatal: {exc}", file=sys.stderr)
+        return 1
+    try:
+        plan = privileges.plan(settings)
+    except privileges.PrivilegeError as exc:
+        print(f"ironpost: fatal: {exc}", file=sys.stderr)
+        return 1
     data_dir = Path(settings.text("data_directory"))
     queue_dir = Path(settings.text("queue_directory"))
     for directory in (data_dir, queue_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    maillog = MailLog.open(
-        settings.text("maillog_file"),
-        hostname=settings.text("myhostname"),
-        syslog_name=settings.text("syslog_name"),
-    )
+    pid_file = PidFile(pid_path(queue_dir))
+    try:
+        pid_file.acquire()
+    except AlreadyRunning as exc:
+        print(f"ironpost: fatal: {queue_dir}: the mail system is {exc}", file=sys.stderr)
+        return 1
+    maillog = MailLog.from_settings(settings)
     where = "embedded default" if loaded.config_dir is None else str(loaded.config_dir)
     print(f"ironpost: configuration: {where}", file=sys.stderr)
     print(f"ironpost: queue: {queue_dir}", file=sys.stderr)
@@ -53,13 +80,24 @@ def run(args: argparse.Namespace) -> int:
         for host in service.bind_hosts():
             where = f"[{host}]" if ":" in host else host
             print(f"ironpost: listening: {service.role} on {where}:{service.port}", file=sys.stderr)
-    server = MtaServer(loaded, maillog)
+    for note in plan.notes:
+        maillog.emit("master", note)
+    config_dir = loaded.config_dir
+    data_arg = Path(args.data_dir) if getattr(args, "data_dir", None) else None
+    server = MtaServer(
+        loaded,
+        maillog,
+        mail_owner=plan.account,
+        load_config=lambda: load(config_dir, data_dir=data_arg),
+    )
     try:
         _event_loop_runner()(server.run())
-    except (OSError, TlsConfigError) as exc:
+    except (OSError, TlsConfigError, privileges.PrivilegeError) as exc:
+        maillog.emit("master", f"fatal: {exc}")
         print(f"ironpost: fatal: {exc}", file=sys.stderr)
         return 1
     finally:
+        pid_file.release()
         maillog.close()
     return 0
 

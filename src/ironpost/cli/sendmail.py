@@ -418,10 +418,8 @@ class Injector:
             return  # the caller's terminal or pipe is no log
         from ironpost.maillog import MailLog
 
-        try:
-            log = MailLog.open(
-                path, hostname=self.hostname, syslog_name=self.settings.text("syslog_name")
-            )
+        try:  # the server's privacy settings apply to this line too
+            log = MailLog.from_settings(self.settings, hostname=self.hostname)
         except OSError:
             return
         log.emit("pickup", f"{queue_id}: uid={self.uid} from=<{sender}>")

@@ -80,7 +80,7 @@ def embedded_master_cf() -> str:
   -o smtpd_tls_security_level=encrypt
 {submission}
 127.0.0.1:2465     inet  n       -       n       -       -       smtpd
-  -o syslog_name=ironpost/submissions
+  -o syslog_name=ironpost/smtps
   -o smtpd_tls_wrappermode=yes
 {submission}
 """.format(submission=submission_options())

@@ -19,6 +19,9 @@ from ironpost.config.params_auth import AUTH
 from ironpost.config.params_core import CORE
 from ironpost.config.params_dkim import DKIM
 from ironpost.config.params_dns import DNS
+from ironpost.config.params_maillog import MAILLOG
+from ironpost.config.params_metrics import METRICS
+from ironpost.config.params_process import PROCESS
 from ironpost.config.params_records import RECORDS
 from ironpost.config.params_smtpd import SMTPD
 
@@ -39,7 +42,7 @@ __all__ = [
 
 def _build() -> dict[str, Param]:
     table: dict[str, Param] = {}
-    for p in (*CORE, *SMTPD, *DNS, *AUTH, *DKIM, *RECORDS):
+    for p in (*CORE, *SMTPD, *DNS, *AUTH, *DKIM, *RECORDS, *MAILLOG, *METRICS, *PROCESS):
         if p.name in table:
             raise RuntimeError(f"parameter {p.name} defined twice")
         table[p.name] = p

@@ -40,6 +40,7 @@ from ironpost.delivery.transport import (
     RecipientResult,
     Transport,
 )
+from ironpost.metrics import registry as metrics
 from ironpost.queue.model import Outcome, QueuedMessage, RecipientStatus
 from ironpost.routing import AddressClass
 from ironpost.scheduler import Backoff, DestinationLimiter, Lifetime, feedback_of
@@ -399,6 +400,7 @@ class QueueManager:
                 status=status,
                 detail=r.reply,
             )
+            metrics.record_delivery(d.service, status, delay)
         if expired:
             self._log.emit(
                 "qmgr", f"{msg.id}: from=<{env.sender}>, status=expired, returned to sender"

@@ -190,6 +190,12 @@ class Notices:
             self._log.emit(_SERVICE, f"warning: {msg.id}: cannot queue {kind} notice: {exc!r}")
             return False
         self._log.emit(_SERVICE, f"{msg.id}: {_LOG_NAMES[kind]}: {notice_id}")
+        # As Postfix logs every new message, so that log tools know the notice's size.
+        self._log.emit(
+            "qmgr",
+            f"{notice_id}: from=<{route.sender}>, size={len(body)}, "
+            f"nrcpt={len(recipients)} (queue active)",
+        )
         self._on_queued()
         return True
 

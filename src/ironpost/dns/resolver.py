@@ -39,6 +39,7 @@ import dns.reversename
 from ironpost.config.settings import Settings
 from ironpost.dns.cache import DEFAULT_MAX_ENTRIES, ResultCache
 from ironpost.dns.types import MxRecord, Resolver, Result, Status
+from ironpost.metrics import registry as metrics
 
 T = TypeVar("T")
 _Key = tuple[dns.rdatatype.RdataType, str]  # (type, normalized name)
@@ -272,7 +273,9 @@ class DnsResolver:
 
     async def _query(self, key: _Key, parse: Callable[[Any], tuple[Any, ...]]) -> Result[Any]:
         rdtype, qname = key
+        started = time.perf_counter()
         result, ttl = await self._ask(qname, rdtype, parse)
+        metrics.record_dns_lookup(rdtype.name, result.status.value, time.perf_counter() - started)
         self._cache.put(key, result, ttl)
         return result
 

@@ -1,8 +1,15 @@
 """Postfix-format maillog lines, one event per line, keyed by queue id.
 
 Owns the line format (``Mon DD HH:MM:SS host ironpost/service[pid]: text``) that
-pflogsumm and the usual log tools parse, and where the lines go (a file, stderr).
-Every component that logs a mail event gets a :class:`MailLog` from its constructor.
+pflogsumm and the usual log tools parse, or one JSON object per line
+(``maillog_format = json``, :mod:`.jsonfmt`); what personal data a line may hold
+(``maillog_privacy``, :mod:`.privacy`, keys in :mod:`.keys`); and where lines go
+(:mod:`.sinks`: a file rotated daily, stderr/stdout, syslog). Every component that logs a
+mail event gets a :class:`MailLog` from its constructor.
+
+Invariants: a line's text passes the privacy scrubber before any sink or format sees
+it; control characters never reach a sink (one event, one line); logging never raises
+into the caller and never stops mail.
 """
 
 from __future__ import annotations
@@ -11,10 +18,24 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TextIO
+
+from ironpost.maillog.jsonfmt import json_line
+from ironpost.maillog.keys import KEY_FILE, KeyedPseudonymizer
+from ironpost.maillog.privacy import Redactor, Scrubber
+from ironpost.maillog.sinks import FileSink, Sink, StreamSink, SyslogSink
+
+if TYPE_CHECKING:
+    from ironpost.config.settings import Settings
+
+__all__ = ["LogFormat", "MailLog"]
+
+LogFormat = Literal["text", "json"]
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MAINTENANCE_INTERVAL = 60.0  # seconds between rotation checks (files, keys)
 
 
 def _stamp(now: float) -> str:
@@ -33,47 +54,157 @@ class MailLog:
 
     def __init__(
         self,
-        stream: TextIO,
+        stream: TextIO | None,
         *,
         hostname: str,
         syslog_name: str = "ironpost",
         clock: Callable[[], float] = time.time,
+        scrub: Scrubber | None = None,
+        log_format: LogFormat = "text",
+        sinks: Sequence[Sink] = (),
+        syslog: SyslogSink | None = None,
     ) -> None:
-        self._stream = stream
+        self._sinks: list[Sink] = [StreamSink(stream)] if stream is not None else []
+        self._sinks.extend(sinks)
+        self._syslog = syslog
         self._host = hostname.split(".", 1)[0] or "localhost"
         self._name = syslog_name
         self._clock = clock
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._scrub = scrub
+        self._json = log_format == "json"
+        self._next_maintenance = clock() + _MAINTENANCE_INTERVAL
+        self._stamp_second = -1
+        self._stamp_text = ""
 
     @classmethod
     def open(cls, path: str, *, hostname: str, syslog_name: str = "ironpost") -> MailLog:
-        """``path`` empty or ``/dev/stderr`` logs to stderr; otherwise append to the file (0600)."""
+        """``path`` empty or ``/dev/stderr`` logs to stderr; otherwise append to the file (0600).
+
+        No privacy, no rotation: :meth:`from_settings` is the configured log."""
         if not path or path in ("/dev/stderr", "-"):
             return cls(sys.stderr, hostname=hostname, syslog_name=syslog_name)
         if path == "/dev/stdout":
             return cls(sys.stdout, hostname=hostname, syslog_name=syslog_name)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        stream = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
-        return cls(stream, hostname=hostname, syslog_name=syslog_name)
+        return cls(None, hostname=hostname, syslog_name=syslog_name, sinks=[FileSink(Path(path))])
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        hostname: str | None = None,
+        clock: Callable[[], float] = time.time,
+        syslog_address: str = "/dev/log",
+    ) -> MailLog:
+        """The log main.cf asks for: ``maillog_file``, ``maillog_format``,
+        ``maillog_privacy``, ``maillog_retention_days``, ``maillog_file_mode``,
+        ``maillog_syslog``/``syslog_facility``. Raises OSError if the file cannot be opened.
+
+        If the pseudonymisation key cannot be read or made (a CLI run by a user who may
+        not read ``$data_directory``), lines are redacted instead: fail closed."""
+        now = clock()
+        path = settings.text("maillog_file")
+        stream: TextIO | None = None
+        sinks: list[Sink] = []
+        if not path or path in ("/dev/stderr", "-"):
+            stream = sys.stderr
+        elif path == "/dev/stdout":
+            stream = sys.stdout
+        else:
+            sinks.append(
+                FileSink(
+                    Path(path),
+                    mode=int(settings.text("maillog_file_mode"), 8),
+                    retention_days=settings.integer("maillog_retention_days"),
+                    now=now,
+                )
+            )
+        syslog = None
+        if settings.boolean("maillog_syslog"):
+            syslog = SyslogSink(settings.text("syslog_facility"), syslog_address)
+        scrub: Scrubber | None = None
+        warning = ""
+        privacy = settings.text("maillog_privacy")
+        if privacy == "redact":
+            scrub = Redactor()
+        elif privacy == "pseudonymize":
+            try:
+                scrub = KeyedPseudonymizer(
+                    Path(settings.text("data_directory")) / KEY_FILE,
+                    rotation=settings.seconds("maillog_privacy_key_rotation"),
+                    retention_days=settings.integer("maillog_retention_days"),
+                    now=now,
+                )
+            except (OSError, ValueError) as exc:
+                scrub = Redactor()
+                warning = f"warning: maillog: no pseudonymisation key ({exc}); redacting instead"
+        fmt = settings.text("maillog_format")
+        log = cls(
+            stream,
+            hostname=hostname or settings.text("myhostname"),
+            syslog_name=settings.text("syslog_name"),
+            clock=clock,
+            scrub=scrub,
+            log_format="json" if fmt == "json" else "text",
+            sinks=sinks,
+            syslog=syslog,
+        )
+        if warning:
+            log.emit("master", warning)
+        return log
 
     def emit(self, service: str, text: str) -> None:
         """Log ``text`` as ``ironpost/<service>[pid]``. Control characters are escaped."""
         if not text.isprintable():
             text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
-        line = f"{_stamp(self._clock())} {self._host} {self._name}/{service}[{self._pid}]: {text}\n"
-        with self._lock:
+        now = self._clock()
+        if now >= self._next_maintenance:  # before scrubbing: the key may rotate
+            with self._lock:
+                if now >= self._next_maintenance:
+                    self._maintain(now)
+        if self._scrub is not None:
             try:
-                self._stream.write(line)
-            except (OSError, ValueError):
-                pass  # a full log disk must never stop mail
+                text = self._scrub(text)
+            except Exception:  # a scrubber bug must not stop mail, nor leak the text
+                text = "(log text withheld: privacy filter error)"
+        tag = f"{self._name}/{service}"
+        with self._lock:
+            second = int(now)
+            if second != self._stamp_second:
+                self._stamp_second, self._stamp_text = second, _stamp(now)
+            stamp = self._stamp_text
+            if self._json:
+                line = json_line(now, self._host, tag, self._pid, text)
+            else:
+                line = f"{stamp} {self._host} {tag}[{self._pid}]: {text}\n"
+            for sink in self._sinks:
+                sink.write(line)
+            if self._syslog is not None:
+                self._syslog.write(f"{stamp} {tag}[{self._pid}]: {text}")
+
+    def maintain(self, now: float | None = None) -> None:
+        """Rotate files and keys that are due (emit does this about once a minute)."""
+        with self._lock:
+            self._maintain(self._clock() if now is None else now)
+
+    def _maintain(self, now: float) -> None:
+        self._next_maintenance = now + _MAINTENANCE_INTERVAL
+        parts: list[object] = [*self._sinks, self._scrub]
+        for part in parts:
+            if isinstance(part, (FileSink, KeyedPseudonymizer)):
+                try:
+                    part.maintain(now)
+                except (OSError, ValueError):
+                    pass  # retried at the next maintenance; the current file/key stay
 
     def flush(self) -> None:
         with self._lock:
-            try:
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass
+            for sink in self._sinks:
+                sink.flush()
+            if self._syslog is not None:
+                self._syslog.flush()
 
     # The events below keep the exact wording pflogsumm and friends parse.
 
@@ -101,9 +232,11 @@ class MailLog:
         )
 
     def close(self) -> None:
-        self.flush()
-        if self._stream not in (sys.stderr, sys.stdout):
-            self._stream.close()
+        with self._lock:
+            for sink in self._sinks:
+                sink.close()
+            if self._syslog is not None:
+                self._syslog.close()
 
 
 def _fmt_delay(seconds: float) -> str:

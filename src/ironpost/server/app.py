@@ -1,8 +1,25 @@
-"""The MTA assembled: listeners from master.cf, the queue, the queue manager.
+"""The MTA assembled: listeners from master.cf, the queue, the queue manager, and the
+process lifecycle (privilege drop, reload, stop).
 
 Roles stay apart as in Postfix: sessions only accept and commit; the queue manager
 only reads the queue and hands mail to transports. They meet at the store, and a
 commit wakes the manager.
+
+Lifecycle invariants:
+
+- **start**: every listener is bound with ``start_serving=False``; the privilege drop
+  (``server.privileges``) happens after the binds and before ``start_serving()``, so
+  no byte from the network is read with root's rights;
+- **reload** (SIGHUP): a whole new :class:`_Generation` (config, tables, TLS, SASL,
+  policy, router, queue manager) is built first; only if every part builds is it
+  swapped in. New sessions get the new one; sessions in progress keep the context
+  they started with. A config that does not build is logged and refused;
+- **stop** (SIGTERM, SIGINT): listeners close at once; an idle session gets 421 at
+  once, a transaction in flight may finish (its 250 is written after the commit, as
+  always) until ``shutdown_timeout``, then it is cut without a 250: the client still
+  holds the message, nothing is lost. Deliveries get the same deadline; one cut
+  there stays in the active queue and is redelivered after the restart
+  (at-least-once).
 """
 
 from __future__ import annotations
@@ -12,19 +29,24 @@ import contextlib
 import signal
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ironpost import __version__
 from ironpost.anvil import Anvil, AnvilConfig
 from ironpost.auth.dkim_keys import ensure_auto_keys
 from ironpost.auth.dkim_sign import DkimSigner
 from ironpost.auth.inbound import InboundAuth
+from ironpost.config import ConfigError, load
 from ironpost.delivery.assemble import build_queue_manager
 from ironpost.delivery.manager import QueueManager
 from ironpost.dns.resolver import DnsResolver
 from ironpost.maillog import MailLog
+from ironpost.metrics import start_metrics_server
 from ironpost.policy.engine import PolicyEngine
 from ironpost.policy.networks import NetworkList
+from ironpost.protocol import replies as R
 from ironpost.queue.sqlite import open_queue
 from ironpost.queue.trigger import FLUSH, TriggerListener, trigger_path
 from ironpost.routing import Router, RoutingConfig
@@ -32,6 +54,7 @@ from ironpost.sasl.backend import SaslBackend
 from ironpost.sasl.builtin import BuiltinBackend
 from ironpost.sasl.dovecot import DovecotBackend
 from ironpost.sasl.passwd import PasswdFile, passwd_path
+from ironpost.server import privileges
 from ironpost.server import tls as tlsmod
 from ironpost.server.context import ConnectionTracker, DiskSpace, ListenerContext
 from ironpost.server.options import SmtpdOptions
@@ -40,95 +63,369 @@ from ironpost.server.session import SmtpSession
 if TYPE_CHECKING:
     from ironpost.config import LoadedConfig, Service
     from ironpost.config.settings import Settings
+    from ironpost.queue.store import QueueStore
+
+#: A listening socket: (host, port).
+Bind = tuple[str, int]
+
+
+class _LiveSession(SmtpSession):
+    """A session the server can find again at stop: it registers itself while open."""
+
+    def __init__(self, ctx: ListenerContext, live: set[_LiveSession]) -> None:
+        super().__init__(ctx)
+        self._live = live
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._live.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._live.discard(self)
+        super().connection_lost(exc)
+
+    @property
+    def busy(self) -> bool:
+        """In a mail transaction, or waiting for a commit, a lookup or a TLS handshake."""
+        return self.tx is not None or self._waiting
+
+    def shut_down(self) -> None:
+        self._drop(R.SHUTTING_DOWN, f"service shutting down after {self.last_command}")
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+@dataclass
+class _Generation:
+    """One loaded configuration and everything built from it."""
+
+    loaded: LoadedConfig
+    runner: QueueManager
+    #: Per bind: the master.cf service and its sessions' shared context.
+    listeners: dict[Bind, tuple[Service, ListenerContext]]
+    #: Per bind of a wrapper-mode (smtps) listener: its certificate files.
+    wrapper_certs: dict[Bind, tuple[str, str]]
 
 
 class MtaServer:
-    def __init__(self, loaded: LoadedConfig, maillog: MailLog) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        maillog: MailLog,
+        *,
+        mail_owner: privileges.Account | None = None,
+        load_config: Callable[[], LoadedConfig] | None = None,
+    ) -> None:
         self.loaded = loaded
         self.settings = loaded.settings
         self.maillog = maillog
-        self._servers: list[asyncio.base_events.Server] = []
+        self.mail_owner = mail_owner
+        self._load_config = load_config or (lambda: load(loaded.config_dir))
+        self._servers: dict[Bind, asyncio.base_events.Server] = {}
+        self._fronts: dict[Bind, ssl.SSLContext] = {}  # wrapper-mode listeners' contexts
+        self._live: set[_LiveSession] = set()
         self._stopping = asyncio.Event()
-        self._tls_cache: dict[tuple[str, ...], ssl.SSLContext] = {}
+        self._signal: int | None = None
+        self._reloading = asyncio.Lock()
+        self._retiring: set[asyncio.Task[Any]] = set()  # old queue managers finishing
+        self._tls_cache: dict[tuple[str, str], ssl.SSLContext] = {}
         self._sasl: dict[tuple[str, str], SaslBackend] = {}
         self.anvil = Anvil(AnvilConfig.from_settings(self.settings))
+        self._tracker = ConnectionTracker(
+            per_client=self.settings.integer("smtpd_client_connection_count_limit"),
+            total=self.settings.integer("smtpd_connection_limit"),
+        )
+
+    # -- the whole life ----------------------------------------------------------------
 
     async def run(self) -> None:
         settings = self.settings
         queue_dir = Path(settings.text("queue_directory"))
-        store = open_queue(queue_dir)
+        store = self._store = open_queue(queue_dir)
         recovered = await store.recover()
         if recovered:
             self.maillog.emit("qmgr", f"recovered {recovered} message(s) from the active queue")
-        router = Router(RoutingConfig.from_settings(settings))
-        resolver = self.resolver = DnsResolver.from_settings(settings)
-        runner = build_queue_manager(settings, store, router, self.maillog, resolver=resolver)
-        tracker = ConnectionTracker(
-            per_client=settings.integer("smtpd_client_connection_count_limit"),
-            total=settings.integer("smtpd_connection_limit"),
-        )
-        disk = DiskSpace(queue_dir)
-        for key in ensure_auto_keys(settings):
-            self.maillog.emit(
-                "cleanup",
-                f"made DKIM key {key.private_path} for {key.domain}; publish its record"
-                f" (ironpost dns records): {key.dns_name}",
-            )
-        signer = DkimSigner.from_settings(settings, self.loaded.config_dir)
-        for domain in sorted(signer.domains()):
-            self.maillog.emit("cleanup", f"DKIM signing mail from {domain}")
-        inbound = InboundAuth.from_settings(settings, resolver, asyncio.get_running_loop())
+        self._disk = DiskSpace(queue_dir)
+        metrics = start_metrics_server(settings, store=store)  # off unless metrics_listen
         loop = asyncio.get_running_loop()
         try:
-            for service in self.loaded.services:
-                ctx = self._listener_context(service, store, router, tracker, disk, runner)
-                ctx.sasl = await self._sasl_backend(service)
-                ctx.signer, ctx.inbound = signer, inbound
-                for host in service.bind_hosts():
-                    server = await loop.create_server(
-                        lambda ctx=ctx: SmtpSession(ctx),
-                        host=host,
-                        port=service.port,
-                        ssl=ctx.ssl_context if ctx.options.wrappermode else None,
-                        reuse_address=True,
-                        backlog=1024,
-                    )
-                    self._servers.append(server)
-                    self.maillog.emit(
-                        "master", f"listening on {host}:{service.port} ({service.role})"
-                    )
+            gen = self._gen = await self._build(self.loaded)
+            for bind, (service, ctx) in gen.listeners.items():
+                await self._listen(bind, service, ctx, gen, start=False)
             # sendmail and the queue CLI poke this socket after they change the queue.
             trigger = await TriggerListener.start(
                 trigger_path(queue_dir),
-                lambda request: runner.flush() if request == FLUSH else runner.wake(),
+                self._on_trigger,
                 log=lambda text: self.maillog.emit("qmgr", text),
             )
-            runner_task = asyncio.create_task(runner.run())
+            self._drop_privileges()
+            for server in self._servers.values():
+                await server.start_serving()
+            runner_task = asyncio.create_task(gen.runner.run())
             flusher = asyncio.create_task(self._flush_log_periodically())
             statistics = asyncio.create_task(
                 self._anvil_statistics(settings.seconds("anvil_status_update_time"))
             )
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, self._stopping.set)
-            self.maillog.emit("master", "daemon started -- version ironpost, configuration ok")
+                    loop.add_signal_handler(sig, self._on_signal, sig)
+            self.maillog.emit(
+                "master",
+                f"daemon started -- version {__version__}, configuration {self._where()}",
+            )
             await self._stopping.wait()
-            self.maillog.emit("master", "terminating on signal")
-            for server in self._servers:
-                server.close()
+            why = f" on signal {self._signal}" if self._signal is not None else ""
+            self.maillog.emit("master", f"terminating{why}")
             trigger.close()
-            await runner.stop()
+            await self._shut_down()
             flusher.cancel()
             statistics.cancel()
             runner_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner_task
         finally:
+            metrics.close()
             for backend in self._sasl.values():
                 with contextlib.suppress(Exception):
                     await backend.close()
             store.close()
+            self.maillog.emit("master", "daemon stopped")
             self.maillog.flush()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGHUP:
+            task = asyncio.ensure_future(self.reload())
+            self._retiring.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._retiring.discard)
+            return
+        self._signal = sig
+        self._stopping.set()
+
+    def _on_trigger(self, request: bytes) -> None:
+        runner = self._gen.runner
+        if request == FLUSH:
+            runner.flush()
+        else:
+            runner.wake()
+
+    def _where(self) -> str:
+        d = self.loaded.config_dir
+        return "embedded default" if d is None else str(d)
+
+    # -- privileges ---------------------------------------------------------------------
+
+    def _drop_privileges(self) -> None:
+        """Hand the writable paths to mail_owner, then become it (before any byte is read)."""
+        account = self.mail_owner
+        if account is None:
+            return
+        s = self.settings
+        paths = [Path(s.text("queue_directory")), Path(s.text("data_directory"))]
+        if s.text("virtual_mailbox_base"):
+            base = Path(s.text("virtual_mailbox_base"))
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            paths.append(base)
+        # The SASL passwd file is re-read on every change: it must stay readable by
+        # mail_owner. `ironpost passwd` keeps the owner when it rewrites it.
+        paths += [Path(key[1]) for key in self._sasl if key[0] != "dovecot"]
+        changed = privileges.take_ownership(paths, account)
+        if changed:
+            self.maillog.emit(
+                "master", f"gave {len(changed)} file(s) to {account.name}, e.g. {changed[0]}"
+            )
+        privileges.drop_to(account)
+        self.maillog.emit(
+            "master", f"running as {account.name} (uid {account.uid}, gid {account.gid})"
+        )
+
+    # -- reload ---------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the configuration; True when the new one is in force."""
+        async with self._reloading:
+            if self._stopping.is_set():
+                return False
+            try:
+                loaded = self._load_config()
+            except ConfigError as exc:
+                for d in exc.diagnostics:
+                    self.maillog.emit("master", f"warning: {d.file}:{d.line}: {d.message}")
+                self.maillog.emit(
+                    "master",
+                    "warning: reload refused: configuration errors; still running"
+                    " the previous configuration",
+                )
+                return False
+            for d in loaded.diagnostics:
+                self.maillog.emit("master", f"{d.severity}: {d.file}:{d.line}: {d.message}")
+            try:
+                gen = await self._build(loaded)
+            except Exception as exc:  # a certificate, a key, a table: refuse, keep serving
+                self.maillog.emit(
+                    "master",
+                    f"warning: reload refused: {exc} (files read at reload must be readable"
+                    " by mail_owner); still running the previous configuration",
+                )
+                return False
+            await self._swap(gen)
+            self.maillog.emit(
+                "master", f"reload -- version {__version__}, configuration {self._where()}"
+            )
+            return True
+
+    async def _swap(self, gen: _Generation) -> None:
+        old = self._gen
+        self.loaded, self.settings, self._gen = gen.loaded, gen.loaded.settings, gen
+        s = self.settings
+        self._tracker.per_client = s.integer("smtpd_client_connection_count_limit")
+        self._tracker.total = s.integer("smtpd_connection_limit")
+        if AnvilConfig.from_settings(s) != self.anvil.config:
+            self.maillog.emit("master", "warning: anvil limits changed: restart to apply them")
+        for bind in [b for b in self._servers if b not in gen.listeners]:
+            self._servers.pop(bind).close()
+            self._fronts.pop(bind, None)
+            self.maillog.emit("master", f"no longer listening on {bind[0]}:{bind[1]}")
+        for bind, (service, ctx) in gen.listeners.items():
+            if bind not in self._servers:
+                try:
+                    await self._listen(bind, service, ctx, gen, start=True)
+                except OSError as exc:
+                    self.maillog.emit(
+                        "master",
+                        f"warning: cannot listen on {bind[0]}:{bind[1]}: {exc};"
+                        " restart ironpost to apply",
+                    )
+            elif (bind in self._fronts) != ctx.options.wrappermode:
+                self.maillog.emit(
+                    "master",
+                    f"warning: {bind[0]}:{bind[1]}: a change of wrapper mode needs a restart",
+                )
+            elif bind in self._fronts and bind in gen.wrapper_certs:
+                # The listening socket keeps its SSLContext: load the (renewed) files
+                # into it. Handshakes from now on present the new certificate.
+                chain, key = gen.wrapper_certs[bind]
+                self._fronts[bind].load_cert_chain(chain, key or None)
+        # The old queue manager stops claiming and finishes what it holds; the new one
+        # claims from now on (a claim moves mail to the active queue: never both).
+        runner_task = asyncio.create_task(gen.runner.run())
+        self._retiring.add(runner_task)
+        runner_task.add_done_callback(self._retiring.discard)
+        stopping = asyncio.create_task(old.runner.stop())
+        self._retiring.add(stopping)
+        stopping.add_done_callback(self._retiring.discard)
+
+    # -- stop -----------------------------------------------------------------------------
+
+    async def _shut_down(self) -> None:
+        loop = asyncio.get_running_loop()
+        for server in self._servers.values():
+            server.close()  # no new connections; sessions in progress go on
+        deadline = loop.time() + self.settings.seconds("shutdown_timeout")
+        _, finished = await asyncio.gather(
+            self._drain_sessions(deadline), self._stop_delivery(deadline)
+        )
+        if not finished:
+            self.maillog.emit(
+                "qmgr",
+                "warning: shutdown_timeout: abandoning deliveries in progress; they stay in"
+                " the active queue and are delivered after the restart",
+            )
+            # Sessions are gone by now: what is left is delivery (and the log flusher).
+            me = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            for task in rest:
+                task.cancel()
+            if rest:
+                await asyncio.wait(rest, timeout=2.0)
+
+    async def _drain_sessions(self, deadline: float) -> None:
+        """421 to idle sessions now; transactions may finish until the deadline."""
+        loop = asyncio.get_running_loop()
+        told: dict[_LiveSession, float] = {}
+        while self._live:
+            now = loop.time()
+            late = now >= deadline
+            for session in list(self._live):
+                if session in told:
+                    # A TLS close waits for the peer's close_notify: not for long.
+                    if now - told[session] > 2.0:
+                        session.abort()
+                elif late or not session.busy:
+                    session.shut_down()
+                    told[session] = now
+            if late:
+                break
+            await asyncio.sleep(0.05)
+        if self._live:
+            await asyncio.sleep(0.2)  # let the 421s out
+            for session in list(self._live):
+                session.abort()
+
+    async def _stop_delivery(self, deadline: float) -> bool:
+        """Stop the queue managers (old ones from reloads too); False when deliveries
+        were still under way at the deadline."""
+        loop = asyncio.get_running_loop()
+        stops = [asyncio.create_task(self._gen.runner.stop()), *self._retiring]
+        _done, pending = await asyncio.wait(stops, timeout=max(0.0, deadline - loop.time()))
+        return not pending
+
+    # -- building a generation ---------------------------------------------------------
+
+    async def _build(self, loaded: LoadedConfig) -> _Generation:
+        """Everything a configuration needs, or an exception (nothing is swapped in)."""
+        settings = loaded.settings
+        store = self._store
+        router = Router(RoutingConfig.from_settings(settings))
+        resolver = DnsResolver.from_settings(settings)
+        runner = build_queue_manager(settings, store, router, self.maillog, resolver=resolver)
+        for key in ensure_auto_keys(settings):
+            self.maillog.emit(
+                "cleanup",
+                f"made DKIM key {key.private_path} for {key.domain}; publish its record"
+                f" (ironpost dns records): {key.dns_name}",
+            )
+        signer = DkimSigner.from_settings(settings, loaded.config_dir)
+        for domain in sorted(signer.domains()):
+            self.maillog.emit("cleanup", f"DKIM signing mail from {domain}")
+        inbound = InboundAuth.from_settings(settings, resolver, asyncio.get_running_loop())
+        self._tls_cache = {}  # certificates are read again: renewals take effect
+        gen = _Generation(loaded, runner, {}, {})
+        for service in loaded.services:
+            ctx = self._listener_context(service, store, router, resolver, runner)
+            ctx.sasl = await self._sasl_backend(service, loaded.config_dir)
+            ctx.signer, ctx.inbound = signer, inbound
+            for host in service.bind_hosts():
+                gen.listeners[(host, service.port)] = (service, ctx)
+                if ctx.options.wrappermode:
+                    gen.wrapper_certs[(host, service.port)] = self._tls_pair(service.settings)
+        return gen
+
+    async def _listen(
+        self, bind: Bind, service: Service, ctx: ListenerContext, gen: _Generation, *, start: bool
+    ) -> None:
+        host, port = bind
+        front: ssl.SSLContext | None = None
+        if ctx.options.wrappermode and ctx.ssl_context is not None:
+            # Its own context, so that a reload can load renewed files into it.
+            chain, key = gen.wrapper_certs[bind]
+            front = tlsmod.server_context(Path(chain), Path(key) if key else None)
+            self._fronts[bind] = front
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _LiveSession(self._gen.listeners[bind][1], self._live),
+            host=host,
+            port=port,
+            ssl=front,
+            reuse_address=True,
+            backlog=1024,
+            start_serving=start,
+        )
+        self._servers[bind] = server
+        self.maillog.emit("master", f"listening on {host}:{port} ({service.role})")
 
     async def _flush_log_periodically(self, interval: float = 0.1) -> None:
         while True:
@@ -142,23 +439,19 @@ class MtaServer:
             for line in self.anvil.statistics():
                 self.maillog.emit("anvil", line)
 
-    def stop(self) -> None:
-        self._stopping.set()
-
     def _listener_context(
         self,
         service: Service,
-        store: object,
+        store: QueueStore,
         router: Router,
-        tracker: ConnectionTracker,
-        disk: DiskSpace,
+        resolver: DnsResolver,
         runner: QueueManager,
     ) -> ListenerContext:
         s = service.settings
         options = SmtpdOptions.from_settings(s)
         mynetworks = self._networks(s, "mynetworks")
         exclusions = self._networks(s, "smtpd_forbid_bare_newline_exclusions")
-        policy = PolicyEngine.from_settings(s, router, mynetworks, resolver=self.resolver)
+        policy = PolicyEngine.from_settings(s, router, mynetworks, resolver=resolver)
         for name in policy.not_implemented:
             self.maillog.emit(
                 "smtpd",
@@ -172,19 +465,20 @@ class MtaServer:
             ssl_context=ssl_context,
             policy=policy,
             router=router,
-            store=store,  # type: ignore[arg-type]
+            store=store,
             maillog=self.maillog,
-            tracker=tracker,
+            tracker=self._tracker,
             mynetworks=mynetworks,
             bare_newline_exclusions=exclusions,
-            disk=disk,
+            disk=self._disk,
             event_exceptions=self._networks(s, "smtpd_client_event_limit_exceptions"),
             anvil=self.anvil,
             on_queued=lambda _qid: runner.wake(),
         )
 
-    async def _sasl_backend(self, service: Service) -> SaslBackend | None:
-        """The listener's SASL back-end (shared by listeners that name the same one)."""
+    async def _sasl_backend(self, service: Service, config_dir: Path | None) -> SaslBackend | None:
+        """The listener's SASL back-end (shared by listeners that name the same one, and
+        kept across reloads: the passwd file is re-read whenever it changes)."""
         s = service.settings
         if not s.boolean("smtpd_sasl_auth_enable"):
             return None
@@ -202,7 +496,7 @@ class MtaServer:
                 await dovecot.start()
                 self._sasl[key] = dovecot
         else:
-            file = passwd_path(s, self.loaded.config_dir)
+            file = passwd_path(s, config_dir)
             key = (kind, str(file))
             if key not in self._sasl:
                 self._sasl[key] = BuiltinBackend(PasswdFile(file, warn=warn), log_warning=warn)
@@ -219,27 +513,27 @@ class MtaServer:
             warn=lambda text: self.maillog.emit("smtpd", f"warning: {text}"),
         )
 
+    def _tls_pair(self, s: Settings) -> tuple[str, str]:
+        """(chain file, key file or "") from smtpd_tls_*, else the self-signed pair."""
+        chain_files = s.words("smtpd_tls_chain_files")
+        cert = s.text("smtpd_tls_cert_file")
+        if chain_files:
+            return (chain_files[0], chain_files[-1] if len(chain_files) > 1 else "")
+        if cert:
+            return (cert, s.text("smtpd_tls_key_file") or cert)
+        generated = tlsmod.ensure_self_signed(Path(s.text("data_directory")), s.text("myhostname"))
+        if generated.generated:
+            self.maillog.emit(
+                "smtpd",
+                f"warning: no smtpd_tls_cert_file configured: generated a self-signed "
+                f"certificate {generated.chain}",
+            )
+        return (str(generated.chain), str(generated.key))
+
     def _tls(self, s: Settings, options: SmtpdOptions) -> ssl.SSLContext | None:
         if options.tls_level == "none" and not options.wrappermode:
             return None
-        chain_files = s.words("smtpd_tls_chain_files")
-        cert = s.text("smtpd_tls_cert_file")
-        key = s.text("smtpd_tls_key_file") or cert
-        if chain_files:
-            pair = (chain_files[0], chain_files[-1] if len(chain_files) > 1 else "")
-        elif cert:
-            pair = (cert, key)
-        else:
-            generated = tlsmod.ensure_self_signed(
-                Path(s.text("data_directory")), s.text("myhostname")
-            )
-            if generated.generated:
-                self.maillog.emit(
-                    "smtpd",
-                    f"warning: no smtpd_tls_cert_file configured: generated a self-signed "
-                    f"certificate {generated.chain}",
-                )
-            pair = (str(generated.chain), str(generated.key))
+        pair = self._tls_pair(s)
         cached = self._tls_cache.get(pair)
         if cached is None:
             try:

@@ -26,6 +26,7 @@ import binascii
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ironpost.metrics import registry as metrics
 from ironpost.protocol import events as ev
 from ironpost.protocol.replies import Reply
 from ironpost.sasl.backend import Challenge, ClientMeta, Failure, SaslExchange, Success
@@ -220,6 +221,7 @@ class AuthHandlers:
         return too_many_failures(self.client_address)
 
     def _log_failure(self, outcome: Failure) -> None:
+        metrics.count_auth_failure(self._exchange_mech, outcome.temporary)
         who = f", sasl_username={outcome.username}" if outcome.username else ""
         self.ctx.maillog.emit(
             "smtpd",

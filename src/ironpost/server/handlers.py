@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ironpost.metrics import registry as metrics
 from ironpost.policy.client_names import ClientNames
 from ironpost.policy.client_names import apply as apply_client_names
 from ironpost.policy.engine import Stage, Verdict
@@ -55,6 +56,7 @@ class CommandHandlers(AuthHandlers):
         self.client_port = 0
         self.local_address = ""
         self.local_port = 0
+        self._rejected_by = ""  # the restriction behind the next _log_reject (metrics)
         self._init_auth()
         self._dispatch: dict[type, Callable[[Any], HandlerResult]] = {
             ev.EarlyTalker: self._on_early_talker,
@@ -263,6 +265,7 @@ class CommandHandlers(AuthHandlers):
             return limited
         if not ctx.disk.has_room(ctx.options):
             self.counters.count("mail", False)
+            metrics.count_rejection("MAIL", "queue_minfree")
             ctx.maillog.emit(
                 "smtpd", f"NOQUEUE: reject: MAIL from {self.client_label}: {R.INSUFFICIENT_STORAGE}"
             )
@@ -408,6 +411,7 @@ class CommandHandlers(AuthHandlers):
         decision = await ctx.policy.check(Stage.END_OF_DATA, self.policy_ctx)
         if decision.verdict in (Verdict.REJECT, Verdict.DEFER) and decision.reply is not None:
             self.counters.count(verb, False)
+            self._rejected_by = decision.restriction
             self._log_reject("END-OF-MESSAGE", decision.reply)
             return decision.reply
         client = ClientInfo(
@@ -426,6 +430,7 @@ class CommandHandlers(AuthHandlers):
             ctx.maillog.emit("smtpd", f"warning: queue file write error: {exc}")
             return R.LOCAL_ERROR
         self.counters.count(verb, True)
+        metrics.message_received(ctx.service, len(content))
         ctx.on_queued(queue_id)
         log = ctx.maillog
         if login is not None:
@@ -497,6 +502,7 @@ class CommandHandlers(AuthHandlers):
             decision = await pending
             if decision.verdict in (Verdict.REJECT, Verdict.DEFER) and decision.reply:
                 self.counters.count(verb, False)
+                self._rejected_by = decision.restriction  # read by _log_reject, right below
                 if rejected is not None:
                     return rejected(decision.reply)
                 self._log_reject(verb.upper(), decision.reply)
@@ -506,6 +512,8 @@ class CommandHandlers(AuthHandlers):
         return run()
 
     def _log_reject(self, stage: str, reply: Reply, *, to: str | None = None) -> None:
+        metrics.count_rejection(stage, self._rejected_by)
+        self._rejected_by = ""
         tx = self.tx
         details = []
         if tx is not None:

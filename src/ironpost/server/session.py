@@ -25,6 +25,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from ironpost.dns.hosts import HostsFile
+from ironpost.metrics import registry as metrics
 from ironpost.policy.client_names import ClientNames, lookup_client_names
 from ironpost.protocol import replies as R
 from ironpost.protocol.events import CLOSED, NEED_DATA, PAUSED
@@ -76,6 +77,7 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
         ctx = self.ctx
         limit_reply = ctx.tracker.admit(address, exempt=ctx.mynetworks.contains(address))
         if limit_reply is not None:
+            metrics.count_rejection("CONNECT", "connection_limit")
             ctx.maillog.emit(
                 "smtpd", f"warning: Connection concurrency limit exceeded: unknown[{address}]"
             )
@@ -95,6 +97,7 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
                 f" for service {ctx.service}",
             )
             ctx.tracker.release(address)
+            metrics.count_rejection("CONNECT", "connection_rate_limit")
             reply = Reply(
                 421, "4.7.0", f"{ctx.options.hostname} Error: too many connections from {address}"
             )
@@ -103,6 +106,7 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
             transport.close()
             return
         self._tracked: str | None = address
+        metrics.connection_opened()
         sock = transport.get_extra_info("sockname")
         self.begin(
             address,
@@ -171,6 +175,7 @@ class SmtpSession(asyncio.Protocol, CommandHandlers):
         tracked = getattr(self, "_tracked", None)
         if tracked is not None:
             self.ctx.tracker.release(tracked)
+            metrics.connection_closed(self.ctx.service, self.tls_info is not None)
             self.ctx.maillog.emit(
                 "smtpd", f"disconnect from {self.client_label} {self.counters.summary()}"
             )

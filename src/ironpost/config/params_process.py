@@ -1,0 +1,41 @@
+"""Parameter table, process family: who the daemon runs as, and how it stops.
+
+Owns the rows for the privilege drop (``mail_owner`` and its two ironpost-only
+companions) and the bounded shutdown. ``mail_owner`` is Postfix's name; ironpost's
+default account is ``ironpost``. See params_smtpd.py for the conventions.
+"""
+
+from __future__ import annotations
+
+from ironpost.config.paramdef import Param, b, s, t
+
+PROCESS: tuple[Param, ...] = (
+    s(
+        "mail_owner",
+        "ironpost",
+        "Account the daemon drops to after binding its ports when started as root.",
+        postfix_default="postfix",
+    ),
+    b(
+        "create_mail_owner",
+        "no",
+        "Started as root and $mail_owner does not exist: create it as a system account"
+        " (useradd --system) instead of refusing to start.",
+        origin="ironpost",
+    ),
+    b(
+        "ironpost_allow_root",
+        "no",
+        "Accept mail_owner = root and serve as root (for test harnesses only; logged as a"
+        " warning at every start).",
+        origin="ironpost",
+    ),
+    t(
+        "shutdown_timeout",
+        "30s",
+        "On stop: how long transactions in flight and deliveries under way may take to"
+        " finish before they are cut (the client then has no 250: nothing is lost).",
+        lo=0,
+        origin="ironpost",
+    ),
+)
