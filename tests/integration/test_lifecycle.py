@@ -269,3 +269,25 @@ def test_a_missing_mail_owner_names_the_command_that_creates_it(world_dir: Path)
     assert (
         "useradd --system --no-create-home --shell /usr/sbin/nologin ironpost-no-such-user" in err
     )
+
+
+def test_nothing_created_is_world_readable(mta_factory) -> None:  # type: ignore[no-untyped-def]
+    import smtplib
+    import stat
+
+    from mta_harness import HOST
+
+    mta = mta_factory.start()
+    with smtplib.SMTP(HOST, mta.port, timeout=10) as c:
+        c.sendmail("carol@sender.test", ["alice@example.test"], b"Subject: x\r\n\r\nhi\r\n")
+    mta.wait_for_messages("alice", 1)
+    # Every directory and file under the data directory made by the server: the Maildir
+    # tree (domain directory included), the queue, keys and the log. (The wake-up socket
+    # public/qmgr is world-writable on purpose, as Postfix's public/pickup: never readable.)
+    made = [p for p in mta.data.rglob("*") if not p.is_symlink()]
+    assert made
+    for path in made:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode & 0o004 == 0, f"{path} is {oct(mode)}"
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            assert mode & 0o007 == 0, f"{path} is {oct(mode)}"

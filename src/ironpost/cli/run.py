@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     except privileges.PrivilegeError as exc:
         print(f"ironpost: fatal: {exc}", file=sys.stderr)
         return 1
+    # Postfix's master runs with umask 077: nothing ironpost creates (queue, Maildirs and
+    # every parent directory made on the way, keys, logs) is readable by other users.
+    os.umask(0o077)
     data_dir = Path(settings.text("data_directory"))
     queue_dir = Path(settings.text("queue_directory"))
     for directory in (data_dir, queue_dir):
