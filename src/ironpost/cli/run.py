@@ -21,7 +21,6 @@ from typing import Any
 from ironpost.cli.common import add_config_option, load_or_exit
 
 #: The embedded default's data directory when started as root.
-ROOT_DATA_DIR = "/var/lib/ironpost"
 
 
 def add_parser(sub: Any) -> None:
@@ -40,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from ironpost.server.app import MtaServer
     from ironpost.server.tls import TlsConfigError
 
-    if args.config_dir is None and os.geteuid() == 0 and "IRONPOST_DATA_DIR" not in os.environ:
-        args.data_dir = ROOT_DATA_DIR
     loaded = load_or_exit(args)
     settings = loaded.settings
     for entry in settings.words("dns_nameservers"):

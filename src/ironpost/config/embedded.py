@@ -14,11 +14,20 @@ from pathlib import Path
 EMBEDDED_DIR = "(embedded)"
 
 
+#: The embedded default's data directory for root: the server drops to mail_owner,
+#: which cannot reach root's home.
+ROOT_DATA_DIR = Path("/var/lib/ironpost")
+
+
 def default_data_dir() -> Path:
-    """``$IRONPOST_DATA_DIR``, else ``$XDG_DATA_HOME/ironpost``, else ~/.local/share/ironpost."""
+    """``$IRONPOST_DATA_DIR``; else, for root, /var/lib/ironpost; else
+    ``$XDG_DATA_HOME/ironpost`` or ~/.local/share/ironpost. Every command agrees, so
+    ``ironpost passwd`` and ``ironpost stop`` find what ``ironpost run`` uses."""
     env = os.environ.get("IRONPOST_DATA_DIR")
     if env:
         return Path(env)
+    if os.geteuid() == 0:
+        return ROOT_DATA_DIR
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "ironpost"
@@ -41,6 +50,8 @@ virtual_mailbox_base = {data_dir}/mail
 queue_directory = {data_dir}/queue
 data_directory = {data_dir}
 maillog_file = {data_dir}/maillog
+# Started as root (make run), the demo makes its unprivileged account if it is missing.
+create_mail_owner = yes
 """
 
 

@@ -48,7 +48,11 @@ def test_embedded_data_dir_from_environment(
     assert load(None).settings.raw("queue_directory") == f"{tmp_path}/d/queue"
     monkeypatch.delenv("IRONPOST_DATA_DIR")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "x"))
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
     assert load(None).settings.raw("data_directory") == f"{tmp_path}/x/ironpost"
+    # root: every command (run, passwd, stop) agrees on the system location
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert load(None).settings.raw("data_directory") == "/var/lib/ironpost"
 
 
 def test_every_default_is_valid_and_typed(load_main: Loader) -> None:
