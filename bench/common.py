@@ -547,3 +547,94 @@ def check_load_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -
     for name in ("messages", "sessions", "size", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+
+
+# --- process memory, from /proc (S3 size mix; usable by any scenario) ------------------------
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    """Memory of a process group at one moment, in bytes, summed over its processes."""
+
+    rss: int  # bytes, summed over the group's processes
+    hwm: int  # summed VmHWM of the processes alive now: an upper bound of the peak so far
+    pss: int
+    procs: int
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Pids of the processes in process group ``pgid`` (field 5 of /proc/PID/stat)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # exited meanwhile
+            continue
+        # The command name may hold spaces and parentheses; the fields after the last ")" don't.
+        if int(stat.rsplit(b")", 1)[1].split()[2]) == pgid:
+            pids.append(int(name))
+    return pids
+
+
+def _kib_fields(path: str, names: tuple[bytes, ...]) -> list[int]:
+    """The ``Name:  N kB`` values of ``names`` in a /proc file, 0 when absent or gone."""
+    values = dict.fromkeys(names, 0)
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                key, _, rest = line.partition(b":")
+                if key in values:
+                    values[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return [values[n] for n in names]
+
+
+def sample_group(pgid: int) -> MemorySample:
+    rss = hwm = pss = procs = 0
+    for pid in group_pids(pgid):
+        vm_rss, vm_hwm = _kib_fields(f"/proc/{pid}/status", (b"VmRSS", b"VmHWM"))
+        if not vm_rss:  # a zombie or a process that just left
+            continue
+        rss += vm_rss
+        hwm += vm_hwm
+        pss += _kib_fields(f"/proc/{pid}/smaps_rollup", (b"Pss",))[0]
+        procs += 1
+    return MemorySample(rss, hwm, pss, procs)
+
+
+class MemoryWatch:
+    """A thread sampling a process group's memory every ``interval`` s; keeps the maxima."""
+
+    def __init__(self, pgid: int, interval: float = 0.1) -> None:
+        self.pgid = pgid
+        self.interval = interval
+        self.peak = MemorySample(0, 0, 0, 0)
+        self.timeline: list[tuple[float, float, float]] = []  # (s since start, RSS, PSS in MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        while not self._stop.wait(self.interval):
+            s = sample_group(self.pgid)
+            p = self.peak
+            self.peak = MemorySample(
+                max(p.rss, s.rss), max(p.hwm, s.hwm), max(p.pss, s.pss), max(p.procs, s.procs)
+            )
+            # The curve tells a per-session cost (a plateau) from a growing one (a leak).
+            t = round(time.perf_counter() - t0, 2)
+            self.timeline.append((t, round(s.rss / MIB, 1), round(s.pss / MIB, 1)))
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)

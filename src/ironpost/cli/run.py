@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,18 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("run", help="start the MTA in the foreground")
     add_config_option(p)
     p.set_defaults(func=run)
+
+
+def _raise_open_files() -> None:
+    """One descriptor per session: lift the soft limit to the hard one (often 1024 vs
+    much more), as Postfix's master does for its children."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     # Postfix's master runs with umask 077: nothing ironpost creates (queue, Maildirs and
     # every parent directory made on the way, keys, logs) is readable by other users.
     os.umask(0o077)
+    _raise_open_files()
     data_dir = Path(settings.text("data_directory"))
     queue_dir = Path(settings.text("queue_directory"))
     for directory in (data_dir, queue_dir):

@@ -119,7 +119,7 @@ SMTPD: tuple[Param, ...] = (
     t("smtpd_session_deadline", "3600s", "Whole-session deadline; 0: none.", origin="ironpost"),
     i(
         "smtpd_connection_limit",
-        "10000",
+        "20000",
         "Global cap on concurrent SMTP sessions.",
         lo=1,
         origin="ironpost",
