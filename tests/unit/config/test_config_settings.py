@@ -82,7 +82,7 @@ def test_postfix_defaults_and_hardened_defaults(load_main: Loader) -> None:
     assert s.words("smtpd_relay_restrictions")[-1] == "reject_unauth_destination"
     assert s.words("smtpd_forbid_bare_newline_exclusions") == s.words("mynetworks")
     assert s.seconds("smtpd_greet_pause") == 1.0
-    assert s.integer("smtpd_connection_limit") == 10000
+    assert s.integer("smtpd_connection_limit") == 20000
     assert not s.is_explicit("mydomain") and s.is_explicit("myhostname")
     with pytest.raises(KeyError):
         s.raw("no_such_parameter")
