@@ -33,9 +33,16 @@ test: $(STAMP) deps lint typecheck
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
+# The side-by-side suite of issue #7 (S1-S6), then one table, the docs section and the chart.
 bench: $(STAMP) deps
-	$(BIN)/python bench/accept.py
-	$(BIN)/python bench/relay.py
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/accept.py --rounds 3
+	$(BIN)/python bench/relay.py --rounds 3
+	$(BIN)/python bench/size_mix.py
+	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/queue_scale.py
+	$(BIN)/python bench/auth_cost.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
