@@ -29,13 +29,33 @@ SUBCOMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The command word -> the module that defines it. A known word imports only its own
+#: module (the doctor, DKIM and metrics code cost a few hundred ms to import, which
+#: `ironpost queue list` must not pay); anything else builds the whole parser for help.
+COMMAND_MODULES = {
+    "run": "run",
+    "config": "config_cmd",
+    "postconf": "postconf",
+    "queue": "queue",
+    "passwd": "passwd",
+    "dns": "dns_records",
+    "dkim": "dkim",
+    "doctor": "doctor",
+    "stop": "control",
+    "reload": "control",
+    "status": "control",
+    "privacy": "privacy",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ironpost", description="A hardened, Postfix-compatible mail transfer agent."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in SUBCOMMANDS:
+    only = COMMAND_MODULES.get(command or "")
+    for name in SUBCOMMANDS if only is None else (only,):
         module = importlib.import_module(f"ironpost.cli.{name}")
         module.add_parser(sub)
     return parser
@@ -47,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ironpost.cli.sendmail import sendmail_main
 
         return sendmail_main(words[1:], program="sendmail")
-    parser = build_parser()
+    parser = build_parser(words[0] if words else None)
     args = parser.parse_args(words)
     try:
         code: int = args.func(args)
