@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,15 +49,15 @@ DELIVERED = "delivered to maildir"
 # Errnos that mean "this mailbox is full" rather than "the mail system has a problem".
 _MAILBOX_FULL = frozenset({errno.EDQUOT, errno.EFBIG})
 JUNK_FOLDER = ".Junk"
-_MARKER = b"\n" + QUARANTINE_HEADER.lower().encode() + b":"
+_MARKER = re.compile(rb"(?im)^" + re.escape(QUARANTINE_HEADER.encode()) + rb":")
 
 
 def quarantined(content: bytes, limit: int = 65536) -> bool:
     """Does the header section carry the DMARC quarantine marker? (ironpost.auth.inbound
-    adds it, and strips incoming copies, so a sender cannot file its own mail as junk.)"""
-    head = content[:limit]
-    end = head.find(b"\r\n\r\n")
-    return _MARKER in (b"\n" + (head if end < 0 else head[:end]).lower().replace(b"\r", b""))
+    adds it, and strips incoming copies, so a sender cannot file its own mail as junk.)
+    Only the header section is searched, without copying the message."""
+    end = content.find(b"\r\n\r\n", 0, limit)
+    return _MARKER.search(content, 0, end if end >= 0 else min(len(content), limit)) is not None
 
 
 class MaildirTransport:

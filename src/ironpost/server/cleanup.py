@@ -71,21 +71,21 @@ async def prepare(
         refusal = check_from_header(ctx, origin, head)
         if refusal is not None:
             return Prepared(refusal=refusal)
-    body = b"".join(tx.chunks)
     loop = asyncio.get_running_loop()
     if origin.own:
         own_signer = ctx.signer
-        if own_signer is not None and own_signer.domains():
-            domain = _from_domain(head)
-            if domain in own_signer.domains():
-                signature = await loop.run_in_executor(
-                    None, lambda: own_signer.sign(added + body, from_domain=domain)
-                )
-                added = signature + added
-        return Prepared(received + added + body)
+        domain = _from_domain(head) if own_signer is not None and own_signer.domains() else None
+        if own_signer is not None and domain in own_signer.domains():
+            body = b"".join(tx.chunks)
+            signature = await loop.run_in_executor(
+                None, lambda: own_signer.sign(added + body, from_domain=domain)
+            )
+            return Prepared(b"".join((received, signature, added, body)))
+        return Prepared(b"".join([received, added, *tx.chunks]))  # the one copy of the body
     inbound = ctx.inbound
     if inbound is None:
-        return Prepared(received + added + body)
+        return Prepared(b"".join([received, added, *tx.chunks]))
+    body = b"".join(tx.chunks)
     verdict = await inbound.check(
         body,
         client_address=origin.client_address,
@@ -96,7 +96,7 @@ async def prepare(
     )
     if verdict.reply is not None:
         return Prepared(refusal=verdict.reply)
-    message = verdict.headers + added + verdict.content
+    message = b"".join((verdict.headers, added, verdict.content))
     forwarder = _forwarding_domain(ctx, tx)
     signer = ctx.signer
     if forwarder is not None and signer is not None and signer.domains():
@@ -114,7 +114,7 @@ async def prepare(
             ),
         )
         message = seal + message
-    return Prepared(received + message, None, verdict.quarantine)
+    return Prepared(b"".join((received, message)), None, verdict.quarantine)
 
 
 def _forwarding_domain(ctx: ListenerContext, tx: Transaction) -> str | None:
