@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ironpost.protocol.client import SaslError, SaslMechanism
+from ironpost.protocol.client_sasl import SaslError, SaslMechanism
 from ironpost.protocol.replies import Reply
 
 if TYPE_CHECKING:

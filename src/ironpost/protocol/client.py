@@ -36,10 +36,12 @@ import binascii
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
 
+from ironpost.protocol.client_sasl import AUTH_STEP_LIMIT, SaslError, SaslMechanism
+from ironpost.protocol.data import dot_stuff
 from ironpost.protocol.errors import LocalProtocolError
 from ironpost.protocol.events import CLOSED, NEED_DATA, Sentinel
+from ironpost.protocol.grammar import xtext
 from ironpost.protocol.replies import Reply
 from ironpost.protocol.reply_parser import ReplyParser, protocol_error
 
@@ -169,56 +171,8 @@ class ConnectionLost:
 ClientEvent = Replied | ConnectionLost
 
 
-class SaslError(Exception):
-    """A mechanism cannot answer a challenge. The text is logged: never put a secret in it."""
-
-
-class SaslMechanism(Protocol):
-    """The client side of one SASL mechanism exchange (RFC 4422), credentials included.
-
-    ``delivery.smtp_auth`` has PLAIN, LOGIN and SCRAM-SHA-256. Data crosses this
-    interface raw; the machine does the base64 framing of RFC 4954.
-    """
-
-    @property
-    def name(self) -> str:
-        """The mechanism name as sent after AUTH, upper case."""
-        ...
-
-    def initial(self) -> bytes | None:
-        """The initial response (``b""``: an empty one), or None to wait for a challenge."""
-        ...
-
-    def step(self, challenge: bytes) -> bytes:
-        """The answer to a ``334`` challenge; raises :class:`SaslError` to cancel."""
-        ...
-
-
-#: RFC 4954: the most 334 round trips we follow (Postfix's limit too), then cancel.
-AUTH_STEP_LIMIT = 100
 # RFC 4954 §4: an AUTH line with its initial response must fit the command line limit.
 _AUTH_LINE_LIMIT = 998
-
-
-def xtext(text: str) -> str:
-    """RFC 3461 xtext: printable ASCII but ``+`` and ``=`` as is, every other octet ``+HH``."""
-    out = []
-    for byte in text.encode("utf-8"):
-        if 33 <= byte <= 126 and byte not in (0x2B, 0x3D):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
-
-
-def dot_stuff(content: bytes) -> bytes:
-    """Content (CRLF line endings) as sent after DATA, with the ``.`` terminator."""
-    stuffed = content.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    if stuffed and not stuffed.endswith(b"\r\n"):
-        return stuffed + b"\r\n.\r\n"
-    return stuffed + b".\r\n"
 
 
 def _ascii(text: str) -> bool:

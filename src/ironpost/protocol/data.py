@@ -149,3 +149,13 @@ def take(buf: bytearray, n: int) -> bytes:
     chunk = bytes(buf[:n])
     del buf[:n]
     return chunk
+
+
+def dot_stuff(content: bytes) -> bytes:
+    """Content (CRLF line endings) as sent after DATA, with the ``.`` terminator."""
+    stuffed = content.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if stuffed and not stuffed.endswith(b"\r\n"):
+        return stuffed + b"\r\n.\r\n"
+    return stuffed + b".\r\n"

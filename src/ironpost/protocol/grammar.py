@@ -303,3 +303,14 @@ def parse_rcpt_params(tokens: Sequence[str]) -> RcptParams:
         else:
             raise ParamError(unsupported_option(key))
     return RcptParams(notify, orcpt)
+
+
+def xtext(text: str) -> str:
+    """RFC 3461 xtext: printable ASCII but ``+`` and ``=`` as is, every other octet ``+HH``."""
+    out = []
+    for byte in text.encode("utf-8"):
+        if 33 <= byte <= 126 and byte not in (0x2B, 0x3D):
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from ironpost.delivery.smtp_auth import Credentials, Login, Plain, ScramSha256
 from ironpost.protocol import LocalProtocolError, RemoteProtocolError
 from ironpost.protocol.client import (
-    AUTH_STEP_LIMIT,
     CLOSED,
     NEED_DATA,
     Capabilities,
@@ -20,10 +19,10 @@ from ironpost.protocol.client import (
     ConnectionLost,
     Phase,
     Replied,
-    SaslError,
     Transaction,
     TxRecipient,
 )
+from ironpost.protocol.client_sasl import AUTH_STEP_LIMIT, SaslError
 from ironpost.protocol.replies import Reply
 
 EHLO_AUTH = b"250-relay.example\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"

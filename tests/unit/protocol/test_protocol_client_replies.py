@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ironpost.protocol import RemoteProtocolError, Reply
-from ironpost.protocol.client import dot_stuff
+from ironpost.protocol.data import dot_stuff
 from ironpost.protocol.reply_parser import (
     MAX_LINE,
     MAX_REPLY,
