@@ -14,9 +14,7 @@ Exit status: 0 on success, 1 with a one-line message on stderr otherwise.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +30,7 @@ from ironpost.auth.dkim_keys import (
 )
 from ironpost.cli.common import add_config_option, load_or_exit
 from ironpost.config import LoadedConfig
+from ironpost.fsutil import write_atomic
 
 PROG = "ironpost dkim"
 TEXT_TABLES = ("texthash", "hash", "lmdb", "btree", "cdb", "dbm", "sdbm")
@@ -91,18 +90,8 @@ def activate(table_path: Path, domain: str, selector: str, old: list[str]) -> st
         if lines and not lines[-1].endswith("\n"):
             lines[-1] += "\n"
         lines.append(f"{domain} {value}\n")
-    fd, tmp = tempfile.mkstemp(dir=table_path.parent, prefix=".dkim-table.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        if table_path.exists():
-            os.chmod(tmp, table_path.stat().st_mode & 0o7777)
-        os.replace(tmp, table_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    mode = table_path.stat().st_mode & 0o7777 if table_path.exists() else 0o644
+    write_atomic(table_path, "".join(lines).encode("utf-8"), mode=mode)
     return value
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ironpost.fsutil import write_atomic
 from ironpost.maillog.privacy import Pseudonymizer, key_id
 
 KEY_FILE = "maillog.key"
@@ -104,20 +105,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write(path: Path, keys: list[LogKey]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, format_keys(keys).encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, format_keys(keys).encode("ascii"), mode=0o600)
 
 
 def current_keys(

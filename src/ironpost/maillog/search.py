@@ -15,7 +15,6 @@ for that lock and then follows the new file, so no line is lost or resurrected.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import re
@@ -23,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ironpost.fsutil import write_atomic
 from ironpost.maillog.keys import LogKey
 from ironpost.maillog.privacy import Pseudonymizer
 
@@ -145,24 +145,4 @@ def _rewrite(path: Path, pattern: re.Pattern[str], queue_ids: set[str]) -> int:
 
 
 def _replace(path: Path, data: bytes, mode: int, uid: int, gid: int) -> None:
-    tmp = path.with_name(f".{path.name}.erase.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, data, mode=mode, owner=(uid, gid))

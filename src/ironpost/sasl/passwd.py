@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ironpost.fsutil import write_atomic
 from ironpost.sasl import hashes
 
 SCRAM_FIELD = "scram="
@@ -306,27 +306,9 @@ class PasswdFile:
             self._checked = None  # our own change is visible at once
 
     def _write(self, directory: Path, body: bytes, old: os.stat_result | None) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-        try:
-            os.fchmod(fd, 0o600)
-            if old is not None:
-                # Keep the owner (e.g. root editing the file the server's user reads).
-                with contextlib.suppress(PermissionError):
-                    os.fchown(fd, old.st_uid, old.st_gid)
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # Keep the owner (e.g. root editing the file the server's user reads).
+        owner = (old.st_uid, old.st_gid) if old is not None else None
+        write_atomic(self.path, body, mode=0o600, owner=owner)
 
 
 def _find(lines: list[bytes], key: str) -> list[tuple[int, list[str]]]:

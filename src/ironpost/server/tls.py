@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from ironpost.fsutil import write_atomic
 
 
 class TlsConfigError(Exception):
@@ -60,21 +61,9 @@ def ensure_self_signed(data_directory: Path, hostname: str) -> CertPair:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_private(key, key_bytes)
-    tmp = cert.with_suffix(".tmp")
-    tmp.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp, cert)
+    write_atomic(key, key_bytes, mode=0o600)
+    write_atomic(cert, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return CertPair(cert, key, generated=True)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def server_context(chain: Path, key: Path | None) -> ssl.SSLContext:
