@@ -5,7 +5,7 @@ the descriptor before any byte is written, fsync, rename over the old file, fsyn
 directory) and :func:`fsync_dir`. Readers see the old file or the new one, never half of
 one; a crash at any point leaves one of the two on disk; a failure removes the temporary
 file. Used for the passwd file, the log privacy keys, rewritten logs, the DKIM signing
-table and the generated TLS certificate.
+table and the generated TLS certificate; Maildir delivery uses :func:`fsync_dir`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new entry in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from ironpost.fsutil import fsync_dir
+
 __all__ = [
     "deliver_lf_to_maildir",
     "deliver_to_maildir",
@@ -37,7 +39,6 @@ _counter = itertools.count(1)
 # Errors that mean "this file system has no hard links", where rename(2) must do instead.
 _NO_LINK = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -60,14 +61,6 @@ def unique_name(hostname: str, size: int | None = None, *, now: float | None = N
         f"{_escape_host(hostname)}"
     )
     return name if size is None else f"{name},S={size}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, _DIR_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _DirSync:
@@ -101,7 +94,7 @@ class _DirSync:
                 target = self.requested
                 self.cond.release()
                 try:
-                    _fsync_dir(path)
+                    fsync_dir(path)
                 finally:
                     self.cond.acquire()
                     self.running = False
@@ -137,7 +130,7 @@ def ensure_maildir(maildir: Path) -> None:
     created = False
     if not maildir.is_dir():
         maildir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _fsync_dir(maildir.parent)
+        fsync_dir(maildir.parent)
         created = True
     for sub in ("tmp", "new", "cur"):
         try:
@@ -146,7 +139,7 @@ def ensure_maildir(maildir: Path) -> None:
         except FileExistsError:
             pass
     if created:
-        _fsync_dir(maildir)
+        fsync_dir(maildir)
 
 
 def _header_value(text: str) -> str:

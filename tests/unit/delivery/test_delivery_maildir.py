@@ -221,7 +221,7 @@ def test_directory_fsyncs_are_shared_but_never_skipped(tmp_path, monkeypatch) ->
         started.append(syncer.requested)
         _time.sleep(0.01)
 
-    monkeypatch.setattr(md, "_fsync_dir", slow_fsync)
+    monkeypatch.setattr(md, "fsync_dir", slow_fsync)
     covered: list[bool] = []
 
     def caller() -> None:
@@ -246,7 +246,7 @@ def test_a_failed_directory_fsync_raises_for_its_caller(tmp_path, monkeypatch) -
         raise OSError(5, "Input/output error")
 
     syncer = md._DirSync()
-    monkeypatch.setattr(md, "_fsync_dir", broken)
+    monkeypatch.setattr(md, "fsync_dir", broken)
     with pytest.raises(OSError):
         syncer.sync(tmp_path)
     assert syncer.done == 0 and not syncer.running
