@@ -62,7 +62,8 @@ def ensure_self_signed(data_directory: Path, hostname: str) -> CertPair:
         serialization.NoEncryption(),
     )
     write_atomic(key, key_bytes, mode=0o600)
-    write_atomic(cert, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    # Public, but nothing under the data directory is world-readable (umask 077).
+    write_atomic(cert, certificate.public_bytes(serialization.Encoding.PEM), mode=0o600)
     return CertPair(cert, key, generated=True)
 
 
