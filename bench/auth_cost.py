@@ -51,6 +51,7 @@ from common import (
     ensure_tools,
     machine_info,
     maildir_new,
+    markdown_table,
     port_open,
 )
 from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
@@ -309,16 +310,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(x[i]) for x in [head, *lines]) for i in range(5)]
-    out = []
-    for n, row in enumerate([head, *lines]):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        out.append("| " + " | ".join(cells) + " |")
-        if n == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+    return markdown_table(head, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -638,3 +638,21 @@ class MemoryWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def markdown_table(
+    head: Sequence[str], lines: Sequence[Sequence[str]], *, left: Collection[int] = (0,)
+) -> str:
+    """The scenarios' result table: columns in ``left`` flush left, the rest flush right."""
+    rows = [list(head), *(list(line) for line in lines)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    out = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+        if n == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)

@@ -52,6 +52,7 @@ from common import (
     ensure_tools,
     group_pids,
     machine_info,
+    markdown_table,
     port_open,
 )
 from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
@@ -449,15 +450,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in [head, *lines]) for i in range(len(head))]
-    out = []
-    for n, row in enumerate([head, *lines]):
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]
-        out.append("| " + " | ".join(cells) + " |")
-        if n == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+    return markdown_table(head, lines, left=(0, 1))
 
 
 # --- the command -----------------------------------------------------------------------------

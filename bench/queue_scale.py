@@ -61,6 +61,7 @@ from common import (
     ensure_tools,
     machine_info,
     maildir_new,
+    markdown_table,
     port_open,
     run_load,
 )
@@ -317,16 +318,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in [head, *lines]) for i in range(len(head))]
-    out = []
-    for n, row in enumerate([head, *lines]):
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-        cells += [c.rjust(w) for c, w in zip(row[2:5], widths[2:5], strict=True)]
-        cells.append(row[5].ljust(widths[5]))
-        out.append("| " + " | ".join(cells) + " |")
-        if n == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+    return markdown_table(head, lines, left=(0, 1, 5))
 
 
 # --- the procedure -------------------------------------------------------------------------

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common import markdown_table
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 DOCS = BENCH.parent / "docs"
@@ -108,15 +110,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
-    out = []
-    for n, line in enumerate([head, *lines]):
-        cells = [line[0].ljust(widths[0])]
-        cells += [c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)]
-        out.append("| " + " | ".join(cells) + " |")
-        if n == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+    return markdown_table(head, lines)
 
 
 def machine_line(results: dict[str, tuple[Path, dict[str, Any]]]) -> str:
