@@ -19,7 +19,8 @@ Invariants:
 Admin operations use their own connection with a busy timeout, so the CLI can run them
 from another process while the server is writing; each bulk operation (``ALL``, by
 sender, by domain) is one transaction. Opening a database of an older schema version
-upgrades it in place (:data:`~ironpost.queue.records.UPGRADES`). ``content`` reads on a
+upgrades it in place (:data:`~ironpost.queue.records.UPGRADES`). ``content`` serves a
+just-accepted body from memory (:mod:`ironpost.queue.hotcache`) and otherwise reads on a
 reader thread of its own, so that message bodies never wait behind an fsync.
 """
 
@@ -30,11 +31,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ironpost.queue.hotcache import HotContent
 from ironpost.queue.ids import new_queue_id
 from ironpost.queue.model import (
     CorruptRecord,
@@ -54,13 +56,16 @@ from ironpost.queue.records import (
     RCPT_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
+    ListingRow,
     QueueSchemaError,
     claim_job,
     decode_message,
     delete_ids,
     delete_message,
     flush_due,
+    has_id_longer_than,
     hold_ids,
+    listing_rows,
     load_message,
     mark_warned_job,
     record_job,
@@ -75,15 +80,22 @@ from ironpost.queue.writer import GroupCommitWriter
 
 T = TypeVar("T")
 DB_NAME = "queue.db"
+#: Default memory for bodies awaiting their first delivery (see ``SqliteQueue``).
+HOT_BYTES = 32 * 1024 * 1024
 _FINAL_OUTCOMES = (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.DEFERRED)
 
 
 class SqliteQueue:
     """A :class:`~ironpost.queue.store.QueueStore` in one SQLite file."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout: float = 10.0, hot_bytes: int = HOT_BYTES
+    ) -> None:
+        """``hot_bytes``: memory for just-accepted bodies awaiting their first delivery
+        (:mod:`ironpost.queue.hotcache`); 0 in a process that accepts but never delivers."""
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        self.hot = HotContent(hot_bytes)
         if not self.path.exists():
             # Create it ourselves so the mode is 0600 whatever the umask; SQLite gives its
             # -wal and -shm files the same mode as the database.
@@ -189,7 +201,9 @@ class SqliteQueue:
             conn.executemany(INSERT_RCPT, rcpt_rows)
             return message_id
 
-        return await self._writer.run(job)
+        await self._writer.run(job)
+        self.hot.put(message_id, blob)
+        return message_id
 
     async def claim(self, *, now: float, limit: int) -> list[QueuedMessage]:
         if limit <= 0:
@@ -199,6 +213,9 @@ class SqliteQueue:
 
     async def content(self, message_id: str) -> bytes:
         """The stored message bytes; ``KeyError`` if the message is gone."""
+        hot = self.hot.take(message_id)
+        if hot is not None:
+            return hot
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="ironpost-queue-reader")
         loop = asyncio.get_running_loop()
@@ -366,6 +383,16 @@ class SqliteQueue:
                 continue
         return result
 
+    def scan_listing(self, consume: Callable[[Iterable[ListingRow]], T]) -> T:
+        """``consume`` the mailq listing's rows (:func:`records.listing_rows`: only the
+        columns mailq prints, one row per live recipient, by queue id) as they are read,
+        inside one read snapshot; no message is decoded, nothing is held in memory."""
+        return self._admin_read(lambda conn: consume(listing_rows(conn)))
+
+    def has_id_longer_than(self, length: int) -> bool:
+        """Whether a listed (not CORRUPT) message has an id longer than ``length``."""
+        return self._admin_read(lambda conn: has_id_longer_than(conn, length))
+
     def get(self, message_id: str) -> QueuedMessage | None:
         """The message, or None if absent or undecodable."""
         with self._admin_lock:
@@ -475,10 +502,12 @@ class SqliteQueue:
             return str(self._admin().execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def open_queue(queue_directory: Path) -> SqliteQueue:
-    """Open (creating if needed, mode 0700) ``queue_directory`` and its ``queue.db``."""
+def open_queue(queue_directory: Path, *, hot_bytes: int = HOT_BYTES) -> SqliteQueue:
+    """Open (creating if needed, mode 0700) ``queue_directory`` and its ``queue.db``.
+
+    ``hot_bytes``: see :class:`SqliteQueue` (0 where this process never delivers)."""
     directory = Path(queue_directory)
     if not directory.exists():
         directory.mkdir(mode=0o700, parents=True)
         directory.chmod(0o700)  # mkdir's mode is filtered by the umask
-    return SqliteQueue(directory / DB_NAME)
+    return SqliteQueue(directory / DB_NAME, hot_bytes=hot_bytes)
