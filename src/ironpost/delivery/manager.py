@@ -20,6 +20,9 @@ Invariants:
 - DNS trouble (a TEMPFAIL) defers; only a transport's 5xx, an ``error:`` route or the
   end of the queue lifetime bounces.
 - A dead destination's mail is deferred without a connection attempt.
+- Deliveries waiting for a destination slot queue in FIFO order per destination, and a
+  released slot is handed to the next waiter directly (no wake-everyone event): the cost
+  of a release does not grow with the number of messages waiting.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -108,7 +112,9 @@ class QueueManager:
         self._poll_interval = poll_interval
         self._clock = clock
         self._wakeup = asyncio.Event()
-        self._released = asyncio.Event()  # a delivery slot came free somewhere
+        # Deliveries waiting for a slot, per destination, oldest first; a waiter's
+        # future gets True with the slot already taken for it, or False (dead).
+        self._waiters: dict[NextHop, deque[asyncio.Future[bool]]] = {}
         self._active: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._running: asyncio.Future[None] | None = None
@@ -126,6 +132,7 @@ class QueueManager:
         revived = self._limiter.revive_all()
         if revived:
             self._log.emit("qmgr", f"flush: {revived} dead destination(s) revived")
+            self._grant()
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -141,6 +148,7 @@ class QueueManager:
                     self._log.emit("qmgr", f"warning: queue scan failed: {exc!r}")
                 if self._stopping:
                     break
+                self._grant()  # a safety net: slots are normally handed on at release
                 if claimed >= self._batch and len(self._active) < self._active_limit:
                     await asyncio.sleep(0)  # a full batch: more mail is probably due
                     continue
@@ -313,7 +321,7 @@ class QueueManager:
                 feedback = feedback_of(results)
                 failure = next((r.reply for r in results if r.destination_failed), None)
                 self._limiter.release(hop, feedback, failure)
-                self._released.set()
+                self._grant()
         end = self._clock()
         by_index = {r.index: r for r in results}
         out = []
@@ -330,15 +338,40 @@ class QueueManager:
 
     async def _acquire(self, hop: NextHop) -> bool:
         """Wait for a delivery slot; False when the destination is dead."""
-        while True:
-            if self._limiter.acquire(hop):
-                return True
-            if self._limiter.is_dead(hop):
-                return False
-            self._released.clear()
-            # A slot frees on release; the timeout covers a dead time running out.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._released.wait(), 1.0)
+        limiter = self._limiter
+        if hop not in self._waiters and limiter.acquire(hop):  # nobody is ahead of us
+            return True
+        if limiter.is_dead(hop):
+            return False
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(hop, deque()).append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                limiter.give_back(hop)  # granted, but we are gone: not a delivery
+                self._grant()
+            raise
+
+    def _grant(self) -> None:
+        """Hand free slots to waiting deliveries, oldest first per destination; tell the
+        waiters of a dead destination at once (their mail is deferred)."""
+        limiter = self._limiter
+        for hop, waiting in list(self._waiters.items()):
+            while waiting:
+                waiter = waiting[0]
+                if waiter.done():  # cancelled while waiting
+                    waiting.popleft()
+                elif limiter.acquire(hop):
+                    waiting.popleft()
+                    waiter.set_result(True)
+                elif limiter.is_dead(hop):
+                    waiting.popleft()
+                    waiter.set_result(False)
+                else:
+                    break
+            if not waiting:
+                del self._waiters[hop]
 
     # -- results -------------------------------------------------------------------
 

@@ -164,6 +164,16 @@ class DestinationLimiter:
         if now >= self._next_sweep:
             self.forget_idle()
 
+    def give_back(self, dest: NextHop) -> None:
+        """Return a slot that was taken but not used for a delivery (its waiter was
+        cancelled): no feedback. A probe slot given back stays the probe slot (``probing``
+        is kept), so the next delivery is the probe."""
+        st = self._states.get(dest)
+        if st is None or st.busy == 0:
+            raise ValueError(f"give_back of {dest} without a matching acquire")
+        st.busy -= 1
+        self._total -= 1
+
     def _touch(self, dest: NextHop, st: _State, now: float) -> None:
         # Re-insert at the end: dict order stays last-use order for forget_idle.
         st.last_used = now

@@ -25,7 +25,7 @@ from ironpost.config.tables import DictTable
 from ironpost.delivery.local import DiscardTransport, ErrorTransport, MaildirTransport
 from ironpost.delivery.manager import QueueManager
 from ironpost.delivery.notices import Notices
-from ironpost.delivery.transport import Transport
+from ironpost.delivery.transport import NextHop, Transport
 from ironpost.maillog import MailLog
 from ironpost.queue import (
     ClientInfo,
@@ -37,7 +37,7 @@ from ironpost.queue import (
     open_queue,
 )
 from ironpost.routing import DomainList, Router, RoutingConfig
-from ironpost.scheduler import Scheduler, SchedulerConfig
+from ironpost.scheduler import Feedback, Scheduler, SchedulerConfig
 from ironpost.testing.transport import RecordingTransport, reply
 
 T = TypeVar("T")
@@ -510,6 +510,81 @@ def test_slow_start_grows_the_window_up_to_the_limit(tmp_path: Path) -> None:
     env.drain()
     assert len(remote.requests) == 40
     assert 1 < remote.max_in_flight <= 4
+    env.store.close()
+
+
+def test_a_released_slot_goes_to_one_waiter_not_to_all(tmp_path: Path) -> None:
+    """60 messages queue for one slot: each release hands it on directly, so the gate
+    is consulted a few times per message, not once per waiter per release (the
+    wake-everyone herd made that 60 x 60)."""
+    from ironpost.testing.transport import accept
+
+    remote = RecordingTransport(accept, delay=0.001)
+    env = build(
+        tmp_path,
+        remote,
+        initial_destination_concurrency=1,
+        default_destination_concurrency_limit=1,
+    )
+    limiter = env.scheduler.destinations
+    calls = 0
+    real_acquire = limiter.acquire
+
+    def counting(hop: NextHop) -> bool:
+        nonlocal calls
+        calls += 1
+        return real_acquire(hop)
+
+    limiter.acquire = counting  # type: ignore[method-assign]
+    for i in range(60):
+        submit(env, f"u{i}@slow.example")
+    env.drain()
+    assert len(remote.requests) == 60
+    assert remote.max_in_flight == 1
+    assert calls <= 3 * 60
+    env.store.close()
+
+
+def test_waiters_of_a_destination_that_dies_are_deferred_at_once(tmp_path: Path) -> None:
+    remote = RecordingTransport(reply(421, "4.4.1", "", dead=True), delay=0.01)
+    env = build(
+        tmp_path,
+        remote,
+        initial_destination_concurrency=1,
+        default_destination_concurrency_limit=1,
+    )
+    ids = [submit(env, f"u{i}@down.example", notify=("NEVER",)) for i in range(5)]
+    env.drain()
+    assert len(remote.requests) == 1  # the others waited, then saw it die
+    for qid in ids:
+        [r] = env.store.get(qid).recipients  # type: ignore[union-attr]
+        assert r.status is RecipientStatus.DEFERRED
+    assert sum("delivery temporarily suspended" in line for line in env.lines()) == 4
+    env.store.close()
+
+
+def test_a_cancelled_waiter_gives_its_slot_back(tmp_path: Path) -> None:
+    from ironpost.testing.transport import accept
+
+    env = build(tmp_path, RecordingTransport(accept), initial_destination_concurrency=1)
+    hop = NextHop("smtp", "slow.example")
+    manager = env.manager
+    limiter = env.scheduler.destinations
+
+    async def main() -> None:
+        assert await manager._acquire(hop)  # the only slot
+        waiter = asyncio.ensure_future(manager._acquire(hop))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        limiter.release(hop, Feedback.SUCCESS)
+        manager._grant()  # the slot is taken for the waiter...
+        waiter.cancel()  # ...which is cancelled before it runs: the slot comes back
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert limiter.in_flight(hop) == 0
+        assert await manager._acquire(hop)
+
+    asyncio.run(main())
     env.store.close()
 
 
