@@ -1,6 +1,6 @@
 """Personal data out of log text: pseudonymisation (keyed HMAC tokens) and redaction.
 
-Owns the one regular expression that finds, in one pass over a log line's text, every
+Owns the regular expression that finds, in one pass over a log line's text, every
 piece of personal data ironpost writes: addresses in ``<…>`` (``from=<>``, ``to=<>``,
 ``orig_to=<>``, replies quoting an address), ``sasl_username=``, client names before
 ``[ip]`` (``connect from NAME[IP]``, ``client=NAME[IP]``), ``helo=<NAME>``, IP addresses
@@ -33,18 +33,52 @@ from typing import Protocol
 _ATEXT = r"[\w.!#$%&'*+/?^`{|}~-]"
 _DOMAIN = r"[\w-]+(?:\.[\w-]+)*"
 
-_PATTERN = re.compile(
-    r"(?P<login>(?<=sasl_username=)[^,\s]+)"
-    r"|(?P<helo>(?<=helo=<)[^<>]*(?=>))"
-    r"|<(?P<angle>[^<>]*@[^<>]*)>"
-    r"|(?P<kvangle>(?<==<)[^<>@]+(?=>))"
-    r"|(?:(?<=from )|(?<=client=))(?P<cname>[^\s\[\]<>]+)(?=\[)"
-    r"|\[(?P<bracket>(?:IPv6:)?[0-9A-Fa-f:.]+)\]"
-    rf"|(?P<bare>(?<!{_ATEXT}){_ATEXT}+@{_DOMAIN})"
-    r"|(?P<v4>(?<![\w.:])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d))"
-    r"|(?P<v6>(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
-    r"(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?(?!\w|\.\d))"
+#: The kinds of personal data, in the order the scan tries them at each position, each
+#: with a test that is true of every text the kind can match in. A line is scanned
+#: only for the kinds whose test passes (:func:`_pattern_for`): most lines hold two or
+#: three kinds, and each kind left out saves a regex branch at every character.
+_KINDS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    (r"(?P<login>(?<=sasl_username=)[^,\s]+)", lambda t: "sasl_username=" in t),
+    (r"(?P<helo>(?<=helo=<)[^<>]*(?=>))", lambda t: "helo=<" in t),
+    (r"<(?P<angle>[^<>]*@[^<>]*)>", lambda t: "@" in t and "<" in t),
+    (r"(?P<kvangle>(?<==<)[^<>@]+(?=>))", lambda t: "=<" in t),
+    (
+        r"(?:(?<=from )|(?<=client=))(?P<cname>[^\s\[\]<>]+)(?=\[)",
+        lambda t: "[" in t and ("from " in t or "client=" in t),
+    ),
+    (r"\[(?P<bracket>(?:IPv6:)?[0-9A-Fa-f:.]+)\]", lambda t: "[" in t),
+    (rf"(?P<bare>(?<!{_ATEXT}){_ATEXT}+@{_DOMAIN})", lambda t: "@" in t),
+    (
+        r"(?P<v4>(?<![\w.:])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d))",
+        lambda t: t.count(".") >= 3,
+    ),
+    (
+        r"(?P<v6>(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
+        r"(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?(?!\w|\.\d))",
+        lambda t: t.count(":") >= 2,
+    ),
 )
+
+#: Every kind in one pattern: what a line is scanned with when every test passes.
+_PATTERN = re.compile("|".join(branch for branch, _test in _KINDS))
+_NOTHING = re.compile(r"(?!)")
+_patterns: dict[int, re.Pattern[str]] = {}
+
+
+def _pattern_for(text: str) -> re.Pattern[str]:
+    """The alternation of the kinds that can occur in ``text``, in ``_KINDS`` order.
+
+    Leaving out a branch that cannot match anywhere in the text changes nothing: at each
+    position the first branch that matches is the same one. At most 2**9 patterns."""
+    key = 0
+    for bit, (_branch, test) in enumerate(_KINDS):
+        if test(text):
+            key |= 1 << bit
+    pattern = _patterns.get(key)
+    if pattern is None:
+        branches = [branch for bit, (branch, _t) in enumerate(_KINDS) if key >> bit & 1]
+        pattern = _patterns[key] = re.compile("|".join(branches)) if branches else _NOTHING
+    return pattern
 
 
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -78,7 +112,7 @@ class _Rewriter:
         )
 
     def __call__(self, text: str) -> str:
-        return _PATTERN.sub(self._replace, text)
+        return _pattern_for(text).sub(self._replace, text)
 
     def _replace(self, m: re.Match[str]) -> str:
         kind = m.lastgroup
