@@ -114,7 +114,10 @@ class MaildirTransport:
             box: loop.run_in_executor(self._pool, self._write, box, body, converted, sender, to)
             for box, to in boxes.items()
         }
-        await asyncio.wait(writes.values())
+        if len(writes) == 1:  # the common case: no wait() bookkeeping
+            await next(iter(writes.values()))
+        else:
+            await asyncio.wait(writes.values())
         for rcpt, box in waiting:
             elapsed, error = writes[box].result()
             if error is None:
