@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_load_arguments(p, IRONPOST)
     p.add_argument("--postfix-addr", default="127.0.0.20:2525", help="host:port for Postfix")
     p.add_argument("--ironpost-addr", default="127.0.0.21:2525", help="host:port for ironpost")
+    p.add_argument(
+        "--ironpost-workers",
+        type=int,
+        metavar="N",
+        default=None,
+        help="run ironpost with `--workers N` (SMTP processes; default: its ironpost_workers)",
+    )
     args = p.parse_args(argv)
     check_load_arguments(p, args)
     return args
@@ -69,7 +76,7 @@ def make_server(name: str, root: Path, args: argparse.Namespace) -> Server:
     if name == "postfix":
         return PostfixInstance(root, *split_addr(args.postfix_addr))
     host, port = split_addr(args.ironpost_addr)
-    return IronpostInstance(root, host, port, args.ironpost_bin)
+    return IronpostInstance(root, host, port, args.ironpost_bin, workers=args.ironpost_workers)
 
 
 def one_load(name: str, spec: LoadSpec, args: argparse.Namespace, base: Path) -> LoadResult:
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "tool": "smtp-source",
         },
+        "ironpost_workers": args.ironpost_workers,
         "servers": servers,
         "ironpost_skipped": skipped,
         "summary": rows,

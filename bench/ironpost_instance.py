@@ -53,6 +53,7 @@ class IronpostInstance:
         port: int = 2525,
         binary: Path = IRONPOST,
         main_cf: str = MAIN_CF,
+        workers: int | None = None,
     ) -> None:
         self.binary = binary
         self.main_cf = main_cf  # a `common.MAIN_CF`-style template
@@ -61,6 +62,7 @@ class IronpostInstance:
         self.port = port
         self.config_dir = root / "etc"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.workers = workers  # `ironpost run --workers N`; None: the configured default
 
     def setup(self) -> None:
         prepare_root(self.root, self.main_cf)
@@ -78,8 +80,9 @@ class IronpostInstance:
             self.setup()
         out = (self.root / "ironpost.out").open("ab")
         try:
+            workers = [] if self.workers is None else ["--workers", str(self.workers)]
             self.proc = subprocess.Popen(
-                [str(self.binary), "run", "-c", str(self.config_dir)],
+                [str(self.binary), "run", "-c", str(self.config_dir), *workers],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -7,6 +7,13 @@ root: /var/lib/ironpost, which mail_owner can reach; root's home it could not).
 Started as root it decides whom to run as (``server.privileges.plan``) before it
 opens anything, takes the pid file (``cli.control``), and leaves the drop itself to
 the server, which does it after binding and before serving.
+
+``--workers N`` (``ironpost_workers``; 0 = one per CPU) > 1: before any event loop
+starts, every listener is bound once per process with SO_REUSEPORT; the master keeps
+one set and starts N-1 SMTP worker processes (``server.workers``), each a fresh
+``ironpost run --worker-of PID --listen-fds JSON`` holding only its own set. The master
+alone holds the pid file, so ``ironpost stop/status/reload`` act on it and it forwards
+the signal to its workers.
 """
 
 from __future__ import annotations
@@ -17,16 +24,29 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ironpost.cli.common import add_config_option, load_or_exit
 
-#: The embedded default's data directory when started as root.
+if TYPE_CHECKING:
+    from ironpost.config import LoadedConfig
+    from ironpost.server.privileges import Plan
 
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("run", help="start the MTA in the foreground")
     add_config_option(p)
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        default=None,
+        help="SMTP processes (default: ironpost_workers, 1; 0 = one per CPU): the master"
+        " and N-1 workers sharing the listeners with SO_REUSEPORT",
+    )
+    # Internal: how the master starts a worker (server.workers.WorkerPool).
+    p.add_argument("--worker-of", type=int, metavar="PID", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--listen-fds", metavar="JSON", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
@@ -51,7 +71,13 @@ def run(args: argparse.Namespace) -> int:
     from ironpost.server import privileges
     from ironpost.server.app import MtaServer
     from ironpost.server.tls import TlsConfigError
+    from ironpost.server.workers import WorkerPool, bind_sets, close_sets, resolve_workers
 
+    if args.worker_of is not None:
+        from ironpost.server.workers import die_with_master
+
+        if not die_with_master(args.worker_of):
+            return 0  # the master is gone already
     loaded = load_or_exit(args)
     settings = loaded.settings
     for entry in settings.words("dns_nameservers"):
@@ -78,6 +104,15 @@ def run(args: argparse.Namespace) -> int:
     queue_dir = Path(settings.text("queue_directory"))
     for directory in (data_dir, queue_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if args.worker_of is not None:
+        return _run_worker(args, loaded, plan)
+    try:
+        processes = resolve_workers(
+            settings.integer("ironpost_workers") if args.workers is None else args.workers
+        )
+    except ValueError as exc:
+        print(f"ironpost: fatal: --workers: {exc}", file=sys.stderr)
+        return 1
     pid_file = PidFile(pid_path(queue_dir))
     try:
         pid_file.acquire()
@@ -98,20 +133,84 @@ def run(args: argparse.Namespace) -> int:
         maillog.emit("master", note)
     config_dir = loaded.config_dir
     data_arg = Path(args.data_dir) if getattr(args, "data_dir", None) else None
-    server = MtaServer(
-        loaded,
-        maillog,
-        mail_owner=plan.account,
-        load_config=lambda: load(config_dir, data_dir=data_arg),
-    )
+    sets = []
+    pool = None
     try:
+        if processes > 1:
+            # Before any loop runs, and still root for ports below 1024.
+            binds = [(h, svc.port) for svc in loaded.services for h in svc.bind_hosts()]
+            sets = bind_sets(binds, processes)
+            pool = WorkerPool(
+                sets[1:],
+                lambda fds: _worker_argv(args, fds),
+                log=lambda text: maillog.emit("master", text),
+            )
+            print(f"ironpost: processes: {processes} (master + workers)", file=sys.stderr)
+        server = MtaServer(
+            loaded,
+            maillog,
+            mail_owner=plan.account,
+            load_config=lambda: load(config_dir, data_dir=data_arg),
+            sockets=sets[0] if sets else None,
+            workers=pool,
+        )
         _event_loop_runner()(server.run())
     except (OSError, TlsConfigError, privileges.PrivilegeError) as exc:
         maillog.emit("master", f"fatal: {exc}")
         print(f"ironpost: fatal: {exc}", file=sys.stderr)
         return 1
     finally:
+        close_sets(sets)
         pid_file.release()
+        maillog.close()
+    return 0
+
+
+def _worker_argv(args: argparse.Namespace, fds: str) -> list[str]:
+    """How the master starts a worker: this interpreter, this configuration."""
+    argv = [sys.executable, "-m", "ironpost", "run", "--worker-of", str(os.getpid())]
+    if args.config_dir:
+        argv += ["-c", str(args.config_dir)]
+    return [*argv, "--listen-fds", fds]
+
+
+def _run_worker(args: argparse.Namespace, loaded: LoadedConfig, plan: Plan) -> int:
+    """A worker process: SMTP sessions on the inherited sockets, nothing else. Its own
+    MailLog, so that its lines carry its own pid (``ironpost/smtpd[pid]``)."""
+    from ironpost.config import load
+    from ironpost.maillog import MailLog
+    from ironpost.server import privileges
+    from ironpost.server.app import MtaServer
+    from ironpost.server.tls import TlsConfigError
+    from ironpost.server.workers import decode_fds
+
+    settings = loaded.settings
+    try:
+        sockets = decode_fds(args.listen_fds or "[]")
+    except ValueError as exc:
+        print(f"ironpost: fatal: {exc}", file=sys.stderr)
+        return 1
+    try:
+        maillog = MailLog.from_settings(settings)
+    except OSError as exc:
+        # A restarted worker runs as mail_owner already: the log may be root's alone.
+        maillog = MailLog(sys.stderr, hostname=settings.text("myhostname"))
+        maillog.emit("smtpd", f"warning: maillog: {exc}; logging to stderr")
+    config_dir = loaded.config_dir
+    server = MtaServer(
+        loaded,
+        maillog,
+        mail_owner=plan.account,
+        load_config=lambda: load(config_dir),
+        sockets=sockets,
+        worker_of=args.worker_of,
+    )
+    try:
+        _event_loop_runner()(server.run())
+    except (OSError, TlsConfigError, privileges.PrivilegeError) as exc:
+        maillog.emit("smtpd", f"fatal: {exc}")
+        return 1
+    finally:
         maillog.close()
     return 0
 

@@ -1,13 +1,13 @@
 """Parameter table, process family: who the daemon runs as, and how it stops.
 
 Owns the rows for the privilege drop (``mail_owner`` and its two ironpost-only
-companions) and the bounded shutdown. ``mail_owner`` is Postfix's name; ironpost's
-default account is ``ironpost``. See params_smtpd.py for the conventions.
+companions), the bounded shutdown and the number of SMTP processes. ``mail_owner`` is
+Postfix's name; ironpost's default account is ``ironpost``. See params_smtpd.py for the conventions.
 """
 
 from __future__ import annotations
 
-from ironpost.config.paramdef import Param, b, s, t
+from ironpost.config.paramdef import Param, b, i, s, t
 
 PROCESS: tuple[Param, ...] = (
     s(
@@ -36,6 +36,18 @@ PROCESS: tuple[Param, ...] = (
         "On stop: how long transactions in flight and deliveries under way may take to"
         " finish before they are cut (the client then has no 250: nothing is lost).",
         lo=0,
+        origin="ironpost",
+    ),
+    i(
+        "ironpost_workers",
+        "1",
+        "SMTP processes sharing the listeners (SO_REUSEPORT): the master, the one queue"
+        " authority, plus N-1 SMTP-only workers; 0 = one per CPU; `ironpost run --workers N`"
+        " overrides it. Anvil limits, AUTH bans and connection limits are counted per"
+        " process (each process allows the full limit), and the smtpd metrics cover the"
+        " master's sessions only: hence the default of 1.",
+        lo=0,
+        hi=64,
         origin="ironpost",
     ),
 )

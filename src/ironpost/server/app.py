@@ -20,6 +20,13 @@ Lifecycle invariants:
   holds the message, nothing is lost. Deliveries get the same deadline; one cut
   there stays in the active queue and is redelivered after the restart
   (at-least-once).
+
+Processes (``ironpost_workers``, :mod:`server.workers`): with one process (the default)
+this object is the whole MTA. With N > 1 the master's MtaServer (``workers=`` a pool)
+stays the one queue authority (recovery, queue manager, trigger socket, metrics) and
+serves SMTP on its own SO_REUSEPORT sockets; each worker's MtaServer (``worker_of=`` the
+master's pid) serves SMTP only, commits to the same queue file through its own writer
+and pokes the master after each commit. Signals reach the workers through the master.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,10 +52,11 @@ from ironpost.delivery.manager import QueueManager
 from ironpost.dns.resolver import DnsResolver
 from ironpost.maillog import MailLog
 from ironpost.metrics import start_metrics_server
+from ironpost.metrics.server import MetricsServer
 from ironpost.policy.engine import PolicyEngine
 from ironpost.policy.networks import NetworkList
 from ironpost.protocol import replies as R
-from ironpost.queue.sqlite import open_queue
+from ironpost.queue.sqlite import HOT_BYTES, open_queue
 from ironpost.queue.trigger import FLUSH, TriggerListener, trigger_path
 from ironpost.routing import Router, RoutingConfig
 from ironpost.sasl.backend import SaslBackend
@@ -59,6 +68,7 @@ from ironpost.server import tls as tlsmod
 from ironpost.server.context import ConnectionTracker, DiskSpace, ListenerContext
 from ironpost.server.options import SmtpdOptions
 from ironpost.server.session import SmtpSession
+from ironpost.server.workers import MasterPoke, WorkerPool, die_with_master
 
 if TYPE_CHECKING:
     from ironpost.config import LoadedConfig, Service
@@ -102,7 +112,8 @@ class _Generation:
     """One loaded configuration and everything built from it."""
 
     loaded: LoadedConfig
-    runner: QueueManager
+    #: The queue manager; None in a worker process (the master delivers).
+    runner: QueueManager | None
     #: Per bind: the master.cf service and its sessions' shared context.
     listeners: dict[Bind, tuple[Service, ListenerContext]]
     #: Per bind of a wrapper-mode (smtps) listener: its certificate files.
@@ -117,13 +128,24 @@ class MtaServer:
         *,
         mail_owner: privileges.Account | None = None,
         load_config: Callable[[], LoadedConfig] | None = None,
+        sockets: dict[Bind, list[socket.socket]] | None = None,
+        workers: WorkerPool | None = None,
+        worker_of: int | None = None,
     ) -> None:
+        """``sockets``: listening sockets bound before the loop (SO_REUSEPORT, one set
+        per process); binds without one are bound here. ``workers``: the master's pool
+        of SMTP worker processes. ``worker_of``: this process is a worker of that pid."""
         self.loaded = loaded
         self.settings = loaded.settings
         self.maillog = maillog
         self.mail_owner = mail_owner
         self._load_config = load_config or (lambda: load(loaded.config_dir))
-        self._servers: dict[Bind, asyncio.base_events.Server] = {}
+        self._sockets = dict(sockets or {})  # consumed by the first _listen of each bind
+        # Binds added by a reload are shared with the other processes too.
+        self._reuse_port = sockets is not None
+        self._pool = workers
+        self._worker_of = worker_of
+        self._servers: dict[Bind, list[asyncio.base_events.Server]] = {}
         self._fronts: dict[Bind, ssl.SSLContext] = {}  # wrapper-mode listeners' contexts
         self._live: set[_LiveSession] = set()
         self._stopping = asyncio.Event()
@@ -143,27 +165,42 @@ class MtaServer:
     async def run(self) -> None:
         settings = self.settings
         queue_dir = Path(settings.text("queue_directory"))
-        store = self._store = open_queue(queue_dir)
-        recovered = await store.recover()
-        if recovered:
-            self.maillog.emit("qmgr", f"recovered {recovered} message(s) from the active queue")
+        worker = self._worker_of is not None
+        # A worker opens its own connection (and writer thread) to the same queue file;
+        # it never delivers, so it keeps no bodies for a first delivery.
+        store = self._store = open_queue(queue_dir, hot_bytes=0 if worker else HOT_BYTES)
+        if not worker:  # the queue authority alone: workers never claim nor recover
+            recovered = await store.recover()
+            if recovered:
+                self.maillog.emit("qmgr", f"recovered {recovered} message(s) from the active queue")
         self._disk = DiskSpace(queue_dir)
-        metrics = start_metrics_server(settings, store=store)  # off unless metrics_listen
+        self._poke = MasterPoke(queue_dir)
+        # Metrics live in the master (off unless metrics_listen).
+        metrics = MetricsServer() if worker else start_metrics_server(settings, store=store)
         loop = asyncio.get_running_loop()
+        pool = self._pool
         try:
             gen = self._gen = await self._build(self.loaded)
             for bind, (service, ctx) in gen.listeners.items():
                 await self._listen(bind, service, ctx, gen, start=False)
             # sendmail and the queue CLI poke this socket after they change the queue.
-            trigger = await TriggerListener.start(
-                trigger_path(queue_dir),
-                self._on_trigger,
-                log=lambda text: self.maillog.emit("qmgr", text),
-            )
+            trigger = None
+            if not worker:
+                trigger = await TriggerListener.start(
+                    trigger_path(queue_dir),
+                    self._on_trigger,
+                    log=lambda text: self.maillog.emit("qmgr", text),
+                )
+            if pool is not None:
+                pool.start()  # still root: each worker drops privileges itself
             self._drop_privileges()
-            for server in self._servers.values():
-                await server.start_serving()
-            runner_task = asyncio.create_task(gen.runner.run())
+            if self._worker_of is not None and not die_with_master(self._worker_of):
+                self._stopping.set()  # the drop cleared PDEATHSIG; the master is gone
+            for servers in self._servers.values():
+                for server in servers:
+                    await server.start_serving()
+            runner_task = asyncio.create_task(self._run_queue_manager(gen))
+            supervisor = asyncio.create_task(pool.supervise()) if pool is not None else None
             flusher = asyncio.create_task(self._flush_log_periodically())
             statistics = asyncio.create_task(
                 self._anvil_statistics(settings.seconds("anvil_status_update_time"))
@@ -171,33 +208,57 @@ class MtaServer:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self._on_signal, sig)
-            self.maillog.emit(
-                "master",
-                f"daemon started -- version {__version__}, configuration {self._where()}",
-            )
+            if worker:
+                self.maillog.emit("smtpd", f"worker started -- master pid {self._worker_of}")
+            else:
+                self.maillog.emit(
+                    "master",
+                    f"daemon started -- version {__version__}, configuration {self._where()}",
+                )
             await self._stopping.wait()
             why = f" on signal {self._signal}" if self._signal is not None else ""
-            self.maillog.emit("master", f"terminating{why}")
-            trigger.close()
+            self.maillog.emit(self._who, f"terminating{why}")
+            if trigger is not None:
+                trigger.close()
+            # The workers drain at the same time as we do; then we wait for them.
+            workers_done = None
+            if pool is not None:
+                workers_done = asyncio.create_task(self._stop_workers(pool))
             await self._shut_down()
+            if supervisor is not None:
+                supervisor.cancel()
+            if workers_done is not None:
+                await workers_done
             flusher.cancel()
             statistics.cancel()
             runner_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner_task
         finally:
+            if pool is not None:  # idempotent; here for a start that failed half-way
+                await self._stop_workers(pool)
             metrics.close()
             for backend in self._sasl.values():
                 with contextlib.suppress(Exception):
                     await backend.close()
             store.close()
-            self.maillog.emit("master", "daemon stopped")
+            self.maillog.emit(self._who, "daemon stopped")
             self.maillog.flush()
 
     def stop(self) -> None:
         self._stopping.set()
 
+    async def _run_queue_manager(self, gen: _Generation) -> None:
+        if gen.runner is not None:
+            await gen.runner.run()
+
+    async def _stop_workers(self, pool: WorkerPool) -> None:
+        sig = signal.SIGINT if self._signal == signal.SIGINT else signal.SIGTERM
+        await pool.stop(sig, self.settings.seconds("shutdown_timeout") + 5.0)
+
     def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGHUP and self._pool is not None:
+            self._pool.signal(sig)  # each worker reloads its own generation
         if sig == signal.SIGHUP:
             task = asyncio.ensure_future(self.reload())
             self._retiring.add(task)  # keep a reference until it is done
@@ -208,10 +269,17 @@ class MtaServer:
 
     def _on_trigger(self, request: bytes) -> None:
         runner = self._gen.runner
+        if runner is None:
+            return
         if request == FLUSH:
             runner.flush()
         else:
             runner.wake()
+
+    @property
+    def _who(self) -> str:
+        """The log tag of this process's own lines: Postfix's master, or an smtpd."""
+        return "master" if self._worker_of is None else "smtpd"
 
     def _where(self) -> str:
         d = self.loaded.config_dir
@@ -236,11 +304,11 @@ class MtaServer:
         changed = privileges.take_ownership(paths, account)
         if changed:
             self.maillog.emit(
-                "master", f"gave {len(changed)} file(s) to {account.name}, e.g. {changed[0]}"
+                self._who, f"gave {len(changed)} file(s) to {account.name}, e.g. {changed[0]}"
             )
         privileges.drop_to(account)
         self.maillog.emit(
-            "master", f"running as {account.name} (uid {account.uid}, gid {account.gid})"
+            self._who, f"running as {account.name} (uid {account.uid}, gid {account.gid})"
         )
 
     # -- reload ---------------------------------------------------------------------------
@@ -287,8 +355,11 @@ class MtaServer:
         if AnvilConfig.from_settings(s) != self.anvil.config:
             self.maillog.emit("master", "warning: anvil limits changed: restart to apply them")
         for bind in [b for b in self._servers if b not in gen.listeners]:
-            self._servers.pop(bind).close()
+            for server in self._servers.pop(bind):
+                server.close()
             self._fronts.pop(bind, None)
+            if self._pool is not None:
+                self._pool.forget(bind)  # its workers' sockets would queue connections
             self.maillog.emit("master", f"no longer listening on {bind[0]}:{bind[1]}")
         for bind, (service, ctx) in gen.listeners.items():
             if bind not in self._servers:
@@ -312,6 +383,8 @@ class MtaServer:
                 self._fronts[bind].load_cert_chain(chain, key or None)
         # The old queue manager stops claiming and finishes what it holds; the new one
         # claims from now on (a claim moves mail to the active queue: never both).
+        if gen.runner is None or old.runner is None:
+            return  # a worker: no queue manager
         runner_task = asyncio.create_task(gen.runner.run())
         self._retiring.add(runner_task)
         runner_task.add_done_callback(self._retiring.discard)
@@ -323,8 +396,9 @@ class MtaServer:
 
     async def _shut_down(self) -> None:
         loop = asyncio.get_running_loop()
-        for server in self._servers.values():
-            server.close()  # no new connections; sessions in progress go on
+        for servers in self._servers.values():
+            for server in servers:
+                server.close()  # no new connections; sessions in progress go on
         deadline = loop.time() + self.settings.seconds("shutdown_timeout")
         _, finished = await asyncio.gather(
             self._drain_sessions(deadline), self._stop_delivery(deadline)
@@ -370,7 +444,12 @@ class MtaServer:
         """Stop the queue managers (old ones from reloads too); False when deliveries
         were still under way at the deadline."""
         loop = asyncio.get_running_loop()
-        stops = [asyncio.create_task(self._gen.runner.stop()), *self._retiring]
+        runner = self._gen.runner
+        stops = [*self._retiring]
+        if runner is not None:
+            stops.append(asyncio.create_task(runner.stop()))
+        if not stops:
+            return True
         _done, pending = await asyncio.wait(stops, timeout=max(0.0, deadline - loop.time()))
         return not pending
 
@@ -382,7 +461,9 @@ class MtaServer:
         store = self._store
         router = Router(RoutingConfig.from_settings(settings))
         resolver = DnsResolver.from_settings(settings)
-        runner = build_queue_manager(settings, store, router, self.maillog, resolver=resolver)
+        runner = None
+        if self._worker_of is None:  # a worker never delivers
+            runner = build_queue_manager(settings, store, router, self.maillog, resolver=resolver)
         for key in ensure_auto_keys(settings):
             self.maillog.emit(
                 "cleanup",
@@ -415,17 +496,32 @@ class MtaServer:
             chain, key = gen.wrapper_certs[bind]
             front = tlsmod.server_context(Path(chain), Path(key) if key else None)
             self._fronts[bind] = front
-        server = await asyncio.get_running_loop().create_server(
-            lambda: _LiveSession(self._gen.listeners[bind][1], self._live),
-            host=host,
-            port=port,
-            ssl=front,
-            reuse_address=True,
-            backlog=1024,
-            start_serving=start,
-        )
-        self._servers[bind] = server
-        self.maillog.emit("master", f"listening on {host}:{port} ({service.role})")
+        loop = asyncio.get_running_loop()
+
+        def session() -> _LiveSession:
+            return _LiveSession(self._gen.listeners[bind][1], self._live)
+
+        prebound = self._sockets.pop(bind, None)
+        if prebound:
+            self._servers[bind] = [
+                await loop.create_server(
+                    session, sock=sock, ssl=front, backlog=1024, start_serving=start
+                )
+                for sock in prebound
+            ]
+        else:
+            server = await loop.create_server(
+                session,
+                host=host,
+                port=port,
+                ssl=front,
+                reuse_address=True,
+                reuse_port=self._reuse_port or None,
+                backlog=1024,
+                start_serving=start,
+            )
+            self._servers[bind] = [server]
+        self.maillog.emit(self._who, f"listening on {host}:{port} ({service.role})")
 
     async def _flush_log_periodically(self, interval: float = 0.1) -> None:
         while True:
@@ -445,7 +541,7 @@ class MtaServer:
         store: QueueStore,
         router: Router,
         resolver: DnsResolver,
-        runner: QueueManager,
+        runner: QueueManager | None,
     ) -> ListenerContext:
         s = service.settings
         options = SmtpdOptions.from_settings(s)
@@ -459,6 +555,11 @@ class MtaServer:
                 " and is evaluated as dunno",
             )
         ssl_context = self._tls(s, options)
+        # A worker pokes the master's queue manager through the trigger socket.
+        on_queued: Callable[[str], None] = self._poke
+        if runner is not None:
+            wake = runner.wake
+            on_queued = lambda _qid: wake()  # noqa: E731
         return ListenerContext(
             service=service.name,
             options=options,
@@ -473,7 +574,7 @@ class MtaServer:
             disk=self._disk,
             event_exceptions=self._networks(s, "smtpd_client_event_limit_exceptions"),
             anvil=self.anvil,
-            on_queued=lambda _qid: runner.wake(),
+            on_queued=on_queued,
         )
 
     async def _sasl_backend(self, service: Service, config_dir: Path | None) -> SaslBackend | None:
