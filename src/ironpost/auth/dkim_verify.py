@@ -18,14 +18,16 @@ TEMPFAIL or out of time); ``policy`` (key under 1024 bits, over the signature ca
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import dkim  # type: ignore[import-untyped]
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from dkim.crypto import EMSA_PKCS1_v1_5_encode  # type: ignore[import-untyped]
 from dkim.util import InvalidTagValueList, parse_tag_value  # type: ignore[import-untyped]
 
 from ironpost.auth.dnsbridge import BlockingDns
@@ -40,6 +42,66 @@ _WS = re.compile(rb"\s+")
 _QUIET = logging.getLogger("ironpost.auth.dkim.dkimpy")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
+
+
+# --- dkimpy, with its two costliest steps made cheap -------------------------------------
+#
+# dkimpy checks an RSA signature in pure Python (a 2048-bit pow() and byte-by-byte integer
+# conversions: over a millisecond, most of a verification), and re-parses the key record's
+# ASN.1 for every message. Both are replaced below, in dkimpy's module (ARC verification
+# uses them too), by functions that give the same answers: the RSA check is OpenSSL's
+# (``cryptography``), used only where it and dkimpy's arithmetic must agree, and a parsed
+# key is reused for the same record text (the record's TTL is the resolver's business).
+
+_dkimpy_rsa_verify = dkim.RSASSA_PKCS1_v1_5_verify
+_dkimpy_evaluate_pk = dkim.evaluate_pk
+_MEMO_MAX = 256
+_keys_parsed: dict[bytes | str, tuple[Any, Any, Any, Any]] = {}
+_rsa_public: dict[tuple[int, int], rsa.RSAPublicKey] = {}
+
+
+def rsa_verify(hasher: Any, signature: bytes, public_key: dict[str, int]) -> bool:
+    """dkimpy's ``RSASSA_PKCS1_v1_5_verify`` (RFC 8017 §8.2.2) through OpenSSL.
+
+    dkimpy accepts when ``signature^e mod n``, as ``modlen`` bytes, equals the EMSA-PKCS1-v1_5
+    encoding of the digest. OpenSSL's recovery gives the payload of that block when it is
+    well-formed, for a signature of exactly ``modlen`` bytes below ``n``; rebuilding the
+    block from the payload and comparing is the same test. Other inputs go to dkimpy."""
+    n, e = public_key["modulus"], public_key["publicExponent"]
+    modlen = (n.bit_length() + 7) // 8
+    expected = EMSA_PKCS1_v1_5_encode(hasher, modlen)  # raises DigestTooLargeError as before
+    if len(signature) != modlen or int.from_bytes(signature, "big") >= n:
+        return bool(_dkimpy_rsa_verify(hasher, signature, public_key))
+    key = _rsa_public.get((n, e))
+    if key is None:
+        try:
+            key = rsa.RSAPublicNumbers(e, n).public_key()
+        except Exception:  # a key OpenSSL refuses (tiny, even modulus…): dkimpy decides
+            return bool(_dkimpy_rsa_verify(hasher, signature, public_key))
+        if len(_rsa_public) >= _MEMO_MAX:
+            _rsa_public.clear()
+        _rsa_public[(n, e)] = key
+    try:
+        payload = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+    except InvalidSignature:
+        return False  # not 00 01 FF.. 00 payload: never equal to ``expected``
+    block = b"\x00\x01" + b"\xff" * (modlen - len(payload) - 3) + b"\x00" + payload
+    return bool(block == expected)
+
+
+def evaluate_pk(name: bytes, s: bytes | str) -> tuple[Any, Any, Any, Any]:
+    """dkimpy's ``evaluate_pk`` (key record → key), remembered per record text."""
+    parsed = _keys_parsed.get(s)
+    if parsed is None:
+        parsed = _dkimpy_evaluate_pk(name, s)  # errors are not remembered: raised each time
+        if len(_keys_parsed) >= _MEMO_MAX:
+            _keys_parsed.clear()
+        _keys_parsed[s] = parsed
+    return parsed
+
+
+dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify
+dkim.evaluate_pk = evaluate_pk
 
 
 @dataclass
@@ -69,20 +131,7 @@ class KeyFetcher:
 
 def _txt(dns: BlockingDns, name: str, limit: float) -> Result[str]:
     """``dns.txt(name)`` bounded by ``limit`` seconds as well as by the bridge's timeout."""
-    if limit >= dns.timeout:
-        return dns.txt(name)
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is dns.loop:
-        return dns.txt(name)  # raises the bridge's own RuntimeError: caller misuse
-    future = asyncio.run_coroutine_threadsafe(dns.resolver.txt(name), dns.loop)
-    try:
-        return future.result(limit)
-    except (concurrent.futures.TimeoutError, TimeoutError):
-        future.cancel()
-        return Result(Status.TEMPFAIL, error="timeout")
+    return dns.txt(name, min(limit, dns.timeout))
 
 
 def _pick_key(records: tuple[str, ...]) -> bytes:

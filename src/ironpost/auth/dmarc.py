@@ -1,6 +1,7 @@
 """DMARC evaluation (RFC 7489): policy discovery, identifier alignment, pct sampling.
 
-Owns :func:`evaluate_dmarc`, the record parser (:func:`parse_record`), organizational
+Owns :func:`evaluate_dmarc` (and :func:`evaluate_dmarc_blocking`, the same for a worker
+thread), the record parser (:func:`parse_record`), organizational
 domains (:func:`organizational_domain`, from the Public Suffix List bundled with the
 ``publicsuffixlist`` package: offline, no download at run time) and reading the
 RFC5322.From domains of a message (:func:`from_domains`).
@@ -28,7 +29,7 @@ from publicsuffixlist import PublicSuffixList
 
 from ironpost.auth.results import field_value, header_fields
 from ironpost.auth.types import DkimResult, DmarcResult, SpfResult
-from ironpost.dns.types import Resolver, Status
+from ironpost.dns.types import Resolver, Result, Status
 
 POLICIES = ("none", "quarantine", "reject")
 _psl = PublicSuffixList()
@@ -51,6 +52,7 @@ def organizational_domain(domain: str) -> str:
     return _psl.privatesuffix(domain) or domain
 
 
+@lru_cache(maxsize=1024)  # a policy's text repeats for every message from its domain
 def parse_record(text: str) -> DmarcRecord | None:
     """The policy of one TXT record, or None if it is not a usable DMARC record."""
     parts = text.split(";")
@@ -93,9 +95,8 @@ def aligned(identifier: str, from_domain: str, mode: str) -> bool:
     return mode == "r" and organizational_domain(identifier) == organizational_domain(from_domain)
 
 
-async def _lookup(resolver: Resolver, domain: str) -> DmarcRecord | Status | None:
-    """The record at ``_dmarc.domain``; None if none usable; Status.TEMPFAIL on failure."""
-    answer = await resolver.txt(f"_dmarc.{domain}")
+def _record_of(answer: Result[str]) -> DmarcRecord | Status | None:
+    """The usable record of a ``_dmarc`` TXT answer; None if none; TEMPFAIL on failure."""
     if answer.status is Status.TEMPFAIL:
         return Status.TEMPFAIL
     if answer.status is not Status.ANSWER:
@@ -106,20 +107,43 @@ async def _lookup(resolver: Resolver, domain: str) -> DmarcRecord | Status | Non
     return parse_record(candidates[0])
 
 
-async def discover(resolver: Resolver, from_domain: str) -> tuple[DmarcRecord | None, bool]:
-    """``(record, found_at_org)``; raises :class:`LookupError` on a DNS failure."""
-    record = await _lookup(resolver, from_domain)
-    if record is Status.TEMPFAIL:
+def _found(
+    first: DmarcRecord | Status | None, org: str, from_domain: str
+) -> tuple[DmarcRecord | None, bool] | None:
+    """Discovery after the first lookup: the outcome, or None to ask at ``org``."""
+    if first is Status.TEMPFAIL:
         raise LookupError("temporary DNS failure")
-    if isinstance(record, DmarcRecord):
-        return record, False
-    org = organizational_domain(from_domain)
+    if isinstance(first, DmarcRecord):
+        return first, False
     if org == from_domain:
         return None, False
-    record = await _lookup(resolver, org)
+    return None
+
+
+def _at_org(record: DmarcRecord | Status | None) -> tuple[DmarcRecord | None, bool]:
     if record is Status.TEMPFAIL:
         raise LookupError("temporary DNS failure")
     return (record, True) if isinstance(record, DmarcRecord) else (None, False)
+
+
+async def discover(resolver: Resolver, from_domain: str) -> tuple[DmarcRecord | None, bool]:
+    """``(record, found_at_org)``; raises :class:`LookupError` on a DNS failure."""
+    org = organizational_domain(from_domain)
+    found = _found(_record_of(await resolver.txt(f"_dmarc.{from_domain}")), org, from_domain)
+    if found is not None:
+        return found
+    return _at_org(_record_of(await resolver.txt(f"_dmarc.{org}")))
+
+
+def discover_blocking(
+    txt: Callable[[str], Result[str]], from_domain: str
+) -> tuple[DmarcRecord | None, bool]:
+    """:func:`discover` through a blocking TXT lookup (a worker thread's ``BlockingDns``)."""
+    org = organizational_domain(from_domain)
+    found = _found(_record_of(txt(f"_dmarc.{from_domain}")), org, from_domain)
+    if found is not None:
+        return found
+    return _at_org(_record_of(txt(f"_dmarc.{org}")))
 
 
 def _sampled(policy: str, pct: int, rand: Callable[[], float]) -> str:
@@ -144,6 +168,36 @@ async def evaluate_dmarc(
         record, at_org = await discover(resolver, domain)
     except LookupError:
         return DmarcResult("temperror", domain, reason="DNS failure looking up the policy")
+    return _decide(domain, record, at_org, spf, dkim_results, rand)
+
+
+def evaluate_dmarc_blocking(
+    txt: Callable[[str], Result[str]],
+    from_domain: str,
+    spf: SpfResult | None,
+    dkim_results: Sequence[DkimResult],
+    *,
+    rand: Callable[[], float] = random.random,
+) -> DmarcResult:
+    """:func:`evaluate_dmarc` in a worker thread, through a blocking TXT lookup."""
+    domain = from_domain.rstrip(".").lower()
+    if not domain or "." not in domain:
+        return DmarcResult("permerror", domain, reason="no usable From domain")
+    try:
+        record, at_org = discover_blocking(txt, domain)
+    except LookupError:
+        return DmarcResult("temperror", domain, reason="DNS failure looking up the policy")
+    return _decide(domain, record, at_org, spf, dkim_results, rand)
+
+
+def _decide(
+    domain: str,
+    record: DmarcRecord | None,
+    at_org: bool,
+    spf: SpfResult | None,
+    dkim_results: Sequence[DkimResult],
+    rand: Callable[[], float],
+) -> DmarcResult:
     if record is None:
         return DmarcResult("none", domain)
     policy = record.sp if at_org else record.p
@@ -171,9 +225,17 @@ def from_domains(content: bytes) -> list[str] | None:
     None when DMARC cannot be applied to the message (§6.6.1): no From field, or an
     address without a domain.
     """
-    values = [field_value(raw) for name, raw in header_fields(content) if name == b"from"]
+    values = tuple(field_value(raw) for name, raw in header_fields(content) if name == b"from")
     if not values:
         return None
+    domains = _domains_of(values)
+    return list(domains) if domains is not None else None
+
+
+@lru_cache(maxsize=1024)
+def _domains_of(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    # Cached: a sender's From field repeats message after message, and email.utils'
+    # address parser is the costliest step of DMARC once the DNS answers are cached.
     domains: list[str] = []
     for _display, address in getaddresses(values):
         domain = address.rpartition("@")[2].strip().rstrip(".").lower() if "@" in address else ""
@@ -181,7 +243,7 @@ def from_domains(content: bytes) -> list[str] | None:
             return None
         if domain not in domains:
             domains.append(domain)
-    return domains or None
+    return tuple(domains) or None
 
 
 def worst(results: Iterable[DmarcResult]) -> DmarcResult | None:

@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import dns.exception
@@ -142,6 +143,62 @@ def _evaluate(
         _bound.binding = None
 
 
+@lru_cache(maxsize=1024)  # a client sends many messages; ipaddress parsing is not cheap
+def _client(ip: str) -> str | None:
+    """The client address in canonical text (IPv4-mapped IPv6 as IPv4); None if invalid."""
+    try:
+        address = ipaddress.ip_address(ip.strip().removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+@dataclass(frozen=True, slots=True)
+class SpfQuery:
+    """A check ready to run in a worker: what pyspf gets (see :func:`prepare_spf`)."""
+
+    client: str
+    sender: str  # as pyspf wants it: "" for a HELO check, postmaster@domain if bare
+    domain: str
+    identity: str
+
+
+def prepare_spf(ip: str, sender: str, helo: str) -> SpfQuery | SpfResult:
+    """The identity to check, or the result when there is nothing to ask the DNS."""
+    identity, domain = _identity(sender, helo)
+    client = _client(ip)
+    if client is None:
+        return SpfResult("permerror", domain, identity, ip, "invalid client address")
+    if not _DOMAIN.match(domain):
+        # Address literals, single labels, empty HELO: nothing SPF can evaluate (§4.3).
+        return SpfResult("none", domain, identity, client, "no valid domain to check")
+    if identity == "helo":
+        sender = ""
+    elif "@" not in sender:
+        sender = f"postmaster@{domain}"
+    return SpfQuery(client, sender, domain, identity)
+
+
+def run_spf(dns: BlockingDns, query: SpfQuery, *, deadline: float, receiver: str) -> SpfResult:
+    """check_host() in the calling (worker) thread; queries go through ``dns``; no query
+    starts after ``deadline`` (``time.monotonic()``). Never raises."""
+    result, explanation, mechanism = _evaluate(
+        dns, query.client, query.sender, query.domain, deadline, receiver
+    )
+    if result not in RESULTS:  # "ambiguous" exists only in harsh mode; be safe anyway
+        result = "permerror"
+    if result in ("pass", "neutral", "none"):
+        explanation = ""  # pyspf's stock phrases; only refusals and errors need a text
+    return SpfResult(result, query.domain, query.identity, query.client, explanation, mechanism)
+
+
+def timed_out(query: SpfQuery) -> SpfResult:
+    """The result of a check that overran its deadline."""
+    return SpfResult("temperror", query.domain, query.identity, query.client, "SPF check timed out")
+
+
 async def check_spf(
     dns: BlockingDns,
     ip: str,
@@ -156,30 +213,13 @@ async def check_spf(
     ``sender`` is the MAIL FROM address without brackets (``""`` for ``<>``). The check
     runs pyspf in a worker thread; its queries go through ``dns``. It never raises.
     """
-    identity, domain = _identity(sender, helo)
-    try:
-        address = ipaddress.ip_address(ip.strip().removeprefix("[").removesuffix("]"))
-    except ValueError:
-        return SpfResult("permerror", domain, identity, ip, "invalid client address")
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    client = str(address)
-    if not _DOMAIN.match(domain):
-        # Address literals, single labels, empty HELO: nothing SPF can evaluate (§4.3).
-        return SpfResult("none", domain, identity, client, "no valid domain to check")
-    if identity == "helo":
-        sender = ""
-    elif "@" not in sender:
-        sender = f"postmaster@{domain}"
+    query = prepare_spf(ip, sender, helo)
+    if isinstance(query, SpfResult):
+        return query
     deadline = time.monotonic() + timeout
-    work = asyncio.to_thread(_evaluate, dns, client, sender, domain, deadline, receiver)
+    work = asyncio.to_thread(run_spf, dns, query, deadline=deadline, receiver=receiver)
     try:
-        result, explanation, mechanism = await asyncio.wait_for(work, timeout + 1.0)
+        return await asyncio.wait_for(work, timeout + 1.0)
     except TimeoutError:
         # The worker stops at its next query (deadline passed); we do not wait for it.
-        return SpfResult("temperror", domain, identity, client, "SPF check timed out")
-    if result not in RESULTS:  # "ambiguous" exists only in harsh mode; be safe anyway
-        result = "permerror"
-    if result in ("pass", "neutral", "none"):
-        explanation = ""  # pyspf's stock phrases; only refusals and errors need a text
-    return SpfResult(result, domain, identity, client, explanation, mechanism)
+        return timed_out(query)
