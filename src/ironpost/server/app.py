@@ -1,5 +1,9 @@
-"""The MTA assembled: listeners from master.cf, the queue, the queue manager, and the
-process lifecycle (privilege drop, reload, stop).
+"""The MTA's process lifecycle: start (queue, listeners from master.cf, privilege drop,
+workers), signals, reload (build, then swap), and stop (drain sessions and deliveries).
+
+What a configuration builds into (tables, TLS, SASL, policy, router, queue manager) is
+made by :class:`~ironpost.server.generation.GenerationBuilder`; this module decides
+when a generation is built and swaps it in, and owns the listening sockets.
 
 Roles stay apart as in Postfix: sessions only accept and commit; the queue manager
 only reads the queue and hands mail to transports. They meet at the store, and a
@@ -10,10 +14,11 @@ Lifecycle invariants:
 - **start**: every listener is bound with ``start_serving=False``; the privilege drop
   (``server.privileges``) happens after the binds and before ``start_serving()``, so
   no byte from the network is read with root's rights;
-- **reload** (SIGHUP): a whole new :class:`_Generation` (config, tables, TLS, SASL,
-  policy, router, queue manager) is built first; only if every part builds is it
-  swapped in. New sessions get the new one; sessions in progress keep the context
-  they started with. A config that does not build is logged and refused;
+- **reload** (SIGHUP): a whole new :class:`~ironpost.server.generation.Generation`
+  (config, tables, TLS, SASL, policy, router, queue manager) is built first; only if
+  every part builds is it swapped in. New sessions get the new one; sessions in
+  progress keep the context they started with. A config that does not build is
+  logged and refused;
 - **stop** (SIGTERM, SIGINT): listeners close at once; an idle session gets 421 at
   once, a transaction in flight may finish (its 250 is written after the commit, as
   always) until ``shutdown_timeout``, then it is cut without a 250: the client still
@@ -37,46 +42,27 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ironpost import __version__
 from ironpost.anvil import Anvil, AnvilConfig
-from ironpost.auth.dkim_keys import ensure_auto_keys
-from ironpost.auth.dkim_sign import DkimSigner
-from ironpost.auth.inbound import InboundAuth
 from ironpost.config import ConfigError, load
-from ironpost.delivery.assemble import build_queue_manager
-from ironpost.delivery.manager import QueueManager
-from ironpost.dns.resolver import DnsResolver
 from ironpost.maillog import MailLog
 from ironpost.metrics import start_metrics_server
 from ironpost.metrics.server import MetricsServer
-from ironpost.policy.engine import PolicyEngine
-from ironpost.policy.networks import NetworkList
 from ironpost.protocol import replies as R
 from ironpost.queue.sqlite import HOT_BYTES, open_queue
 from ironpost.queue.trigger import FLUSH, TriggerListener, trigger_path
-from ironpost.routing import Router, RoutingConfig
-from ironpost.sasl.backend import SaslBackend
-from ironpost.sasl.builtin import BuiltinBackend
-from ironpost.sasl.dovecot import DovecotBackend
-from ironpost.sasl.passwd import PasswdFile, passwd_path
 from ironpost.server import privileges
 from ironpost.server import tls as tlsmod
 from ironpost.server.context import ConnectionTracker, DiskSpace, ListenerContext
-from ironpost.server.options import SmtpdOptions
+from ironpost.server.generation import Bind, Generation, GenerationBuilder
 from ironpost.server.session import SmtpSession
 from ironpost.server.workers import MasterPoke, WorkerPool, die_with_master
 
 if TYPE_CHECKING:
     from ironpost.config import LoadedConfig, Service
-    from ironpost.config.settings import Settings
-    from ironpost.queue.store import QueueStore
-
-#: A listening socket: (host, port).
-Bind = tuple[str, int]
 
 
 class _LiveSession(SmtpSession):
@@ -105,19 +91,6 @@ class _LiveSession(SmtpSession):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-
-
-@dataclass
-class _Generation:
-    """One loaded configuration and everything built from it."""
-
-    loaded: LoadedConfig
-    #: The queue manager; None in a worker process (the master delivers).
-    runner: QueueManager | None
-    #: Per bind: the master.cf service and its sessions' shared context.
-    listeners: dict[Bind, tuple[Service, ListenerContext]]
-    #: Per bind of a wrapper-mode (smtps) listener: its certificate files.
-    wrapper_certs: dict[Bind, tuple[str, str]]
 
 
 class MtaServer:
@@ -152,8 +125,6 @@ class MtaServer:
         self._signal: int | None = None
         self._reloading = asyncio.Lock()
         self._retiring: set[asyncio.Task[Any]] = set()  # old queue managers finishing
-        self._tls_cache: dict[tuple[str, str], ssl.SSLContext] = {}
-        self._sasl: dict[tuple[str, str], SaslBackend] = {}
         self.anvil = Anvil(AnvilConfig.from_settings(self.settings))
         self._tracker = ConnectionTracker(
             per_client=self.settings.integer("smtpd_client_connection_count_limit"),
@@ -168,19 +139,27 @@ class MtaServer:
         worker = self._worker_of is not None
         # A worker opens its own connection (and writer thread) to the same queue file;
         # it never delivers, so it keeps no bodies for a first delivery.
-        store = self._store = open_queue(queue_dir, hot_bytes=0 if worker else HOT_BYTES)
+        store = open_queue(queue_dir, hot_bytes=0 if worker else HOT_BYTES)
         if not worker:  # the queue authority alone: workers never claim nor recover
             recovered = await store.recover()
             if recovered:
                 self.maillog.emit("qmgr", f"recovered {recovered} message(s) from the active queue")
-        self._disk = DiskSpace(queue_dir)
-        self._poke = MasterPoke(queue_dir)
+        # Builds this process's generations: the one now and one at each reload.
+        self._builder = GenerationBuilder(
+            self.maillog,
+            store=store,
+            tracker=self._tracker,
+            anvil=self.anvil,
+            disk=DiskSpace(queue_dir),
+            poke=MasterPoke(queue_dir),
+            delivers=not worker,
+        )
         # Metrics live in the master (off unless metrics_listen).
         metrics = MetricsServer() if worker else start_metrics_server(settings, store=store)
         loop = asyncio.get_running_loop()
         pool = self._pool
         try:
-            gen = self._gen = await self._build(self.loaded)
+            gen = self._gen = await self._builder.build(self.loaded)
             for bind, (service, ctx) in gen.listeners.items():
                 await self._listen(bind, service, ctx, gen, start=False)
             # sendmail and the queue CLI poke this socket after they change the queue.
@@ -238,9 +217,7 @@ class MtaServer:
             if pool is not None:  # idempotent; here for a start that failed half-way
                 await self._stop_workers(pool)
             metrics.close()
-            for backend in self._sasl.values():
-                with contextlib.suppress(Exception):
-                    await backend.close()
+            await self._builder.close()
             store.close()
             self.maillog.emit(self._who, "daemon stopped")
             self.maillog.flush()
@@ -248,7 +225,7 @@ class MtaServer:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _run_queue_manager(self, gen: _Generation) -> None:
+    async def _run_queue_manager(self, gen: Generation) -> None:
         if gen.runner is not None:
             await gen.runner.run()
 
@@ -300,7 +277,7 @@ class MtaServer:
             paths.append(base)
         # The SASL passwd file is re-read on every change: it must stay readable by
         # mail_owner. `ironpost passwd` keeps the owner when it rewrites it.
-        paths += [Path(key[1]) for key in self._sasl if key[0] != "dovecot"]
+        paths += self._builder.passwd_files()
         changed = privileges.take_ownership(paths, account)
         if changed:
             self.maillog.emit(
@@ -332,7 +309,7 @@ class MtaServer:
             for d in loaded.diagnostics:
                 self.maillog.emit("master", f"{d.severity}: {d.file}:{d.line}: {d.message}")
             try:
-                gen = await self._build(loaded)
+                gen = await self._builder.build(loaded)
             except Exception as exc:  # a certificate, a key, a table: refuse, keep serving
                 self.maillog.emit(
                     "master",
@@ -346,7 +323,7 @@ class MtaServer:
             )
             return True
 
-    async def _swap(self, gen: _Generation) -> None:
+    async def _swap(self, gen: Generation) -> None:
         old = self._gen
         self.loaded, self.settings, self._gen = gen.loaded, gen.loaded.settings, gen
         s = self.settings
@@ -453,41 +430,10 @@ class MtaServer:
         _done, pending = await asyncio.wait(stops, timeout=max(0.0, deadline - loop.time()))
         return not pending
 
-    # -- building a generation ---------------------------------------------------------
-
-    async def _build(self, loaded: LoadedConfig) -> _Generation:
-        """Everything a configuration needs, or an exception (nothing is swapped in)."""
-        settings = loaded.settings
-        store = self._store
-        router = Router(RoutingConfig.from_settings(settings))
-        resolver = DnsResolver.from_settings(settings)
-        runner = None
-        if self._worker_of is None:  # a worker never delivers
-            runner = build_queue_manager(settings, store, router, self.maillog, resolver=resolver)
-        for key in ensure_auto_keys(settings):
-            self.maillog.emit(
-                "cleanup",
-                f"made DKIM key {key.private_path} for {key.domain}; publish its record"
-                f" (ironpost dns records): {key.dns_name}",
-            )
-        signer = DkimSigner.from_settings(settings, loaded.config_dir)
-        for domain in sorted(signer.domains()):
-            self.maillog.emit("cleanup", f"DKIM signing mail from {domain}")
-        inbound = InboundAuth.from_settings(settings, resolver, asyncio.get_running_loop())
-        self._tls_cache = {}  # certificates are read again: renewals take effect
-        gen = _Generation(loaded, runner, {}, {})
-        for service in loaded.services:
-            ctx = self._listener_context(service, store, router, resolver, runner)
-            ctx.sasl = await self._sasl_backend(service, loaded.config_dir)
-            ctx.signer, ctx.inbound = signer, inbound
-            for host in service.bind_hosts():
-                gen.listeners[(host, service.port)] = (service, ctx)
-                if ctx.options.wrappermode:
-                    gen.wrapper_certs[(host, service.port)] = self._tls_pair(service.settings)
-        return gen
+    # -- listening and background chores ---------------------------------------------
 
     async def _listen(
-        self, bind: Bind, service: Service, ctx: ListenerContext, gen: _Generation, *, start: bool
+        self, bind: Bind, service: Service, ctx: ListenerContext, gen: Generation, *, start: bool
     ) -> None:
         host, port = bind
         front: ssl.SSLContext | None = None
@@ -534,116 +480,3 @@ class MtaServer:
             await asyncio.sleep(interval)
             for line in self.anvil.statistics():
                 self.maillog.emit("anvil", line)
-
-    def _listener_context(
-        self,
-        service: Service,
-        store: QueueStore,
-        router: Router,
-        resolver: DnsResolver,
-        runner: QueueManager | None,
-    ) -> ListenerContext:
-        s = service.settings
-        options = SmtpdOptions.from_settings(s)
-        mynetworks = self._networks(s, "mynetworks")
-        exclusions = self._networks(s, "smtpd_forbid_bare_newline_exclusions")
-        policy = PolicyEngine.from_settings(s, router, mynetworks, resolver=resolver)
-        for name in policy.not_implemented:
-            self.maillog.emit(
-                "smtpd",
-                f"warning: {service.name}: restriction {name} is not yet implemented"
-                " and is evaluated as dunno",
-            )
-        ssl_context = self._tls(s, options)
-        # A worker pokes the master's queue manager through the trigger socket.
-        on_queued: Callable[[str], None] = self._poke
-        if runner is not None:
-            wake = runner.wake
-            on_queued = lambda _qid: wake()  # noqa: E731
-        return ListenerContext(
-            service=service.name,
-            options=options,
-            ssl_context=ssl_context,
-            policy=policy,
-            router=router,
-            store=store,
-            maillog=self.maillog,
-            tracker=self._tracker,
-            mynetworks=mynetworks,
-            bare_newline_exclusions=exclusions,
-            disk=self._disk,
-            event_exceptions=self._networks(s, "smtpd_client_event_limit_exceptions"),
-            anvil=self.anvil,
-            on_queued=on_queued,
-        )
-
-    async def _sasl_backend(self, service: Service, config_dir: Path | None) -> SaslBackend | None:
-        """The listener's SASL back-end (shared by listeners that name the same one, and
-        kept across reloads: the passwd file is re-read whenever it changes)."""
-        s = service.settings
-        if not s.boolean("smtpd_sasl_auth_enable"):
-            return None
-        kind = s.text("smtpd_sasl_type")
-        warn = self._warner("smtpd")
-        if kind == "dovecot":
-            path = s.text("smtpd_sasl_path")
-            if not path.startswith("inet:") and not path.startswith("/"):
-                path = str(Path(s.text("queue_directory")) / path)
-            key = (kind, path)
-            if key not in self._sasl:
-                dovecot = DovecotBackend(
-                    path, service=s.text("smtpd_sasl_service"), log_warning=warn
-                )
-                await dovecot.start()
-                self._sasl[key] = dovecot
-        else:
-            file = passwd_path(s, config_dir)
-            key = (kind, str(file))
-            if key not in self._sasl:
-                self._sasl[key] = BuiltinBackend(PasswdFile(file, warn=warn), log_warning=warn)
-        self.maillog.emit("smtpd", f"{service.name}: SASL back-end {kind} ({key[1]})")
-        return self._sasl[key]
-
-    def _warner(self, program: str) -> Callable[[str], None]:
-        return lambda text: self.maillog.emit(program, f"warning: {text}")
-
-    def _networks(self, s: Settings, name: str) -> NetworkList:
-        return NetworkList.build(
-            s.words(name),
-            open_table=s.table,
-            warn=lambda text: self.maillog.emit("smtpd", f"warning: {text}"),
-        )
-
-    def _tls_pair(self, s: Settings) -> tuple[str, str]:
-        """(chain file, key file or "") from smtpd_tls_*, else the self-signed pair."""
-        chain_files = s.words("smtpd_tls_chain_files")
-        cert = s.text("smtpd_tls_cert_file")
-        if chain_files:
-            return (chain_files[0], chain_files[-1] if len(chain_files) > 1 else "")
-        if cert:
-            return (cert, s.text("smtpd_tls_key_file") or cert)
-        generated = tlsmod.ensure_self_signed(Path(s.text("data_directory")), s.text("myhostname"))
-        if generated.generated:
-            self.maillog.emit(
-                "smtpd",
-                f"warning: no smtpd_tls_cert_file configured: generated a self-signed "
-                f"certificate {generated.chain}",
-            )
-        return (str(generated.chain), str(generated.key))
-
-    def _tls(self, s: Settings, options: SmtpdOptions) -> ssl.SSLContext | None:
-        if options.tls_level == "none" and not options.wrappermode:
-            return None
-        pair = self._tls_pair(s)
-        cached = self._tls_cache.get(pair)
-        if cached is None:
-            try:
-                cached = tlsmod.server_context(Path(pair[0]), Path(pair[1]) if pair[1] else None)
-            except tlsmod.TlsConfigError as exc:
-                if options.tls_level == "encrypt" or options.wrappermode:
-                    raise  # TLS is mandatory here: refuse to start rather than run open
-                # Postfix at level "may": warn and serve without STARTTLS.
-                self.maillog.emit("smtpd", f"warning: {exc}; STARTTLS is disabled")
-                return None
-            self._tls_cache[pair] = cached
-        return cached
