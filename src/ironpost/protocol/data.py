@@ -5,8 +5,11 @@ Owns :class:`DataFramer`. Invariants:
 * only complete lines leave the input buffer; the trailing partial line stays there until
   its LF arrives (so a chunk ending in ``\\r`` or ``.`` waits for the next byte), except
   that a partial line over 1000 octets is dropped, the message being doomed anyway;
-* every line is checked exactly once, with bytes methods over whole chunks (``find``,
-  ``count``, ``replace``), never a per-byte Python loop;
+* every line is checked exactly once, with bytes methods run over index ranges of the
+  shared buffer (``find``, ``count`` with bounds), never a per-byte Python loop;
+* the body octets are copied out of the buffer once, into the chunk delivered: a leading
+  stuffed dot and the terminator are left out by the bounds of that copy, and only a
+  chunk that holds stuffed lines (or, in lenient mode, bare LFs) is rewritten again;
 * strict mode (``forbid_bare_newline``): any bare LF, bare CR or a terminator with a bare
   LF is a violation and no message end is ever reported for that input (SMTP smuggling
   defence). Lenient mode takes a bare LF as a line end (delivered as CRLF) and passes a
@@ -18,11 +21,14 @@ Owns :class:`DataFramer`. Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
+from operator import indexOf
 
 from ironpost.protocol import replies
 from ironpost.protocol.replies import Reply
 
 DATA_LINE_LIMIT = 1000  # octets including CRLF, RFC 5321 4.5.3.1.6
+_BLOCK = DATA_LINE_LIMIT // 2  # a run of DATA_LINE_LIMIT octets covers one whole block
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,55 +71,82 @@ class DataFramer:
 
         Returns None when nothing can be consumed until more input arrives.
         """
-        end = buf.rfind(b"\n")
-        if end < 0:
+        end = buf.rfind(b"\n") + 1  # the complete lines are buf[:end]
+        if not end:
             return self._drop_long_tail(buf) if len(buf) > DATA_LINE_LIMIT else None
-        if end + 1 == len(buf):
-            seg = bytes(buf)
-        else:
-            with memoryview(buf) as view:
-                seg = bytes(view[: end + 1])
-        # The terminator is a line holding only "." (CRLF-, or in lenient mode LF-ended);
-        # one scan for "\n." finds it and tells whether any line needs unstuffing.
-        term = -1
-        tlen = 0
-        if self._at_bol and seg[:1] == b".":
-            if seg[1:3] == b"\r\n":
+        strict = self._strict
+        # A dot line is found by the line end before it. In strict mode every line end is
+        # a CRLF (or the chunk is refused below), and the longer needle scans faster.
+        needle = b"\r\n." if strict else b"\n."
+        dot = len(needle) - 1  # offset of the dot in a match
+        lo = 0  # first body octet: past a stuffed dot that opens the buffer
+        term = -1  # offset of the terminator's dot
+        tlen = 0  # length of the terminator line: 3 (".\r\n") or 2 (".\n")
+        if self._at_bol and buf.startswith(b"."):
+            if buf.startswith(b"\r\n", 1, end):
                 term, tlen = 0, 3
-            elif seg[1:2] == b"\n":
+            elif buf.startswith(b"\n", 1, end):
                 term, tlen = 0, 2
-        stuffed = False
+            else:
+                lo = 1
+        stuffed = False  # a dot line inside the body (the first one is cut by lo)
         if term < 0:
-            p = seg.find(b"\n.")
-            while p >= 0:
-                after = seg[p + 2 : p + 4]
-                if after == b"\r\n" or after[:1] == b"\n":
-                    term, tlen = p + 1, 3 if after == b"\r\n" else 2
-                    break
-                stuffed = True
-                p = seg.find(b"\n.", p + 2)
-        body = seg if term < 0 else seg[:term]
-        crlf = body.count(b"\r\n")
-        bare_lf = body.count(b"\n") != crlf
-        if self._strict and (bare_lf or tlen == 2 or body.count(b"\r") != crlf):
+            p = buf.find(needle, 0, end)
+            if p >= 0:
+                term, tlen = self._terminator(buf, p + dot, end)
+                if term < 0:  # a stuffed line: from here on only the terminator matters
+                    stuffed = True
+                    term, tlen = self._find_terminator(buf, p + dot, end)
+        hi = end if term < 0 else term  # the body is buf[lo:hi], whole lines
+        bare_lf = False
+        if hi > lo:
+            crlf = buf.count(b"\r\n", lo, hi)
+            bare_lf = buf.count(b"\n", lo, hi) != crlf
+            if strict and (bare_lf or buf.count(b"\r", lo, hi) != crlf):
+                return _VIOLATION
+            if not self._long_line and hi >= DATA_LINE_LIMIT and _has_long_line(buf, 0, hi):
+                self._long_line = True
+        if strict and tlen == 2:
             return _VIOLATION
-        if not self._long_line and len(body) >= DATA_LINE_LIMIT and _has_long_line(body):
-            self._long_line = True
-        if body:
-            if self._at_bol and body[:1] == b".":
-                body = body[1:]
+        chunk = b""
+        if hi > lo and not self._too_big:
+            with memoryview(buf) as view:
+                chunk = bytes(view[lo:hi])  # the one copy of these octets
             if stuffed:
-                body = body.replace(b"\n.", b"\n")
+                chunk = chunk.replace(needle, needle[:dot])
             if bare_lf:
-                body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-            self._size += len(body)
+                chunk = chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            self._size += len(chunk)
             if self._max and self._size > self._max:
                 self._too_big = True
-        del buf[: len(seg) if term < 0 else term + tlen]
+        del buf[: end if term < 0 else term + tlen]
         self._at_bol = True
         if self._too_big or self._long_line:
-            body = b""
-        return Framed(body, term >= 0)
+            chunk = b""
+        return Framed(chunk, term >= 0)
+
+    @staticmethod
+    def _terminator(buf: bytearray, at: int, end: int) -> tuple[int, int]:
+        """(at, length) if the line starting at ``at`` (a dot) is the terminator, else (-1, 0)."""
+        if buf.startswith(b"\r\n", at + 1, end):
+            return at, 3
+        if buf.startswith(b"\n", at + 1, end):
+            return at, 2
+        return -1, 0
+
+    def _find_terminator(self, buf: bytearray, start: int, end: int) -> tuple[int, int]:
+        """The first terminator line in ``buf[start:end]``: (offset of its dot, length).
+
+        One search for the whole terminator, not one per stuffed line. In strict mode a
+        ``.`` LF line is left to the bare-LF check of the body it then stays in.
+        """
+        crlf_end = buf.find(b"\r\n.\r\n" if self._strict else b"\n.\r\n", start, end)
+        if self._strict:
+            return (crlf_end + 2, 3) if crlf_end >= 0 else (-1, 0)
+        lf_end = buf.find(b"\n.\n", start, crlf_end + 2 if crlf_end >= 0 else end)
+        if lf_end >= 0:
+            return lf_end + 1, 2
+        return (crlf_end + 1, 3) if crlf_end >= 0 else (-1, 0)
 
     def _drop_long_tail(self, buf: bytearray) -> Framed:
         # A trailing CR may start the CRLF that ends this line: keep it.
@@ -127,26 +160,46 @@ class DataFramer:
         return _PROGRESS
 
 
-def _has_long_line(body: bytes) -> bool:
-    """Whether a line of ``body`` (which starts a line) exceeds DATA_LINE_LIMIT octets.
+def _has_long_line(data: bytes | bytearray, lo: int = 0, hi: int | None = None) -> bool:
+    """Whether a line of ``data[lo:hi]`` exceeds DATA_LINE_LIMIT octets with its CRLF.
 
-    A run of 1000 or more octets without LF always covers a whole aligned 500-octet
-    block, so only a block without LF calls for the exact (slower) check.
+    ``data[lo:hi]`` starts a line and ends with LF (or at the end of ``data``). A run of
+    1000 or more octets without LF always covers a whole aligned 500-octet block, so
+    the scan asks each block for an LF (``find`` in C, driven by ``map``); only a block
+    without one calls for measuring the line around it.
     """
-    find = body.find
-    for start in range(0, len(body), 500):
-        if find(b"\n", start, start + 500) < 0:
-            return max(map(len, body.split(b"\n"))) >= DATA_LINE_LIMIT
+    if hi is None:
+        hi = len(data)
+    find = data.find
+    pos = lo
+    while hi - pos >= DATA_LINE_LIMIT:
+        ends = range(pos + _BLOCK, hi + _BLOCK, _BLOCK)
+        try:
+            k = indexOf(map(find, repeat(b"\n"), range(pos, hi, _BLOCK), ends), -1)
+        except ValueError:
+            return False
+        at = pos + k * _BLOCK  # this block holds no LF: measure the line around it
+        start = data.rfind(b"\n", pos, at) + 1 or pos
+        stop = find(b"\n", at, hi)
+        if stop < 0:
+            stop = hi
+        if stop - start >= DATA_LINE_LIMIT:
+            return True
+        pos = stop + 1
     return False
 
 
 def take(buf: bytearray, n: int) -> bytes:
-    """Remove and return up to ``n`` octets from the front of ``buf`` (BDAT chunks)."""
+    """Remove and return up to ``n`` octets from the front of ``buf`` (BDAT chunks).
+
+    One copy: the octets go straight from the buffer into the returned bytes.
+    """
     if n >= len(buf):
         chunk = bytes(buf)
         buf.clear()
         return chunk
-    chunk = bytes(buf[:n])
+    with memoryview(buf) as view:
+        chunk = bytes(view[:n])
     del buf[:n]
     return chunk
 

@@ -10,9 +10,13 @@ Owns turning a finished transaction into the bytes that are queued:
   forged ``Authentication-Results`` removed, ours prepended; a DMARC ``p=reject`` that
   applies refuses the message.
 
-Invariants: the body is joined once; signing and verification (CPU, blocking DNS) run
-off the event loop; what we add always sits above the client's headers, under our
-Received line.
+Invariants: the body is joined once, with what goes in front of it when nothing has
+to read the joined message first (our own unsigned mail: the one copy of the body), and
+the transaction's chunks are dropped as it is joined, so a message waiting for its
+commit is held once. A message that must be read whole first (to sign or to verify) is
+joined once for that, and once more with the header lines that result. Signing and
+verification (CPU, blocking DNS) run off the event loop; what we add always sits above
+the client's headers, under our Received line.
 """
 
 from __future__ import annotations
@@ -76,16 +80,16 @@ async def prepare(
         own_signer = ctx.signer
         domain = _from_domain(head) if own_signer is not None and own_signer.domains() else None
         if own_signer is not None and domain in own_signer.domains():
-            body = b"".join(tx.chunks)
+            signed = tx.take_content(added)  # what the signature covers
             signature = await loop.run_in_executor(
-                None, lambda: own_signer.sign(added + body, from_domain=domain)
+                None, lambda: own_signer.sign(signed, from_domain=domain)
             )
-            return Prepared(b"".join((received, signature, added, body)))
-        return Prepared(b"".join([received, added, *tx.chunks]))  # the one copy of the body
+            return Prepared(b"".join((received, signature, signed)))
+        return Prepared(tx.take_content(received, added))  # the one copy of the body
     inbound = ctx.inbound
     if inbound is None:
-        return Prepared(b"".join([received, added, *tx.chunks]))
-    body = b"".join(tx.chunks)
+        return Prepared(tx.take_content(received, added))
+    body = tx.take_content()
     verdict = await inbound.check(
         body,
         client_address=origin.client_address,
@@ -96,25 +100,30 @@ async def prepare(
     )
     if verdict.reply is not None:
         return Prepared(refusal=verdict.reply)
-    message = b"".join((verdict.headers, added, verdict.content))
     forwarder = _forwarding_domain(ctx, tx)
     signer = ctx.signer
-    if forwarder is not None and signer is not None and signer.domains():
-        # Forwarded (an alias to another domain): seal with ARC (RFC 8617), so the next
-        # hop can trust the results we saw before our forwarding broke SPF.
-        results = _results_value(verdict.headers)
-        seal = await loop.run_in_executor(
+    if forwarder is None or signer is None or not signer.domains():
+        return Prepared(
+            b"".join((received, verdict.headers, added, verdict.content)),
             None,
-            lambda: arc_seal(
-                message,
-                signer,
-                authserv_id=inbound.authserv_id,
-                results=results,
-                domain=forwarder if forwarder in signer.domains() else None,
-            ),
+            verdict.quarantine,
         )
-        message = seal + message
-    return Prepared(b"".join((received, message)), None, verdict.quarantine)
+    # Forwarded (an alias to another domain): seal with ARC (RFC 8617), so the next hop
+    # can trust the results we saw before our forwarding broke SPF. The seal covers the
+    # message as it leaves cleanup, so that message is joined once for it.
+    message = b"".join((verdict.headers, added, verdict.content))
+    results = _results_value(verdict.headers)
+    seal = await loop.run_in_executor(
+        None,
+        lambda: arc_seal(
+            message,
+            signer,
+            authserv_id=inbound.authserv_id,
+            results=results,
+            domain=forwarder if forwarder in signer.domains() else None,
+        ),
+    )
+    return Prepared(b"".join((received, seal, message)), None, verdict.quarantine)
 
 
 def _forwarding_domain(ctx: ListenerContext, tx: Transaction) -> str | None:

@@ -1,8 +1,13 @@
 """One mail transaction (MAIL … end of DATA) and its conversion into a queue envelope.
 
-Owns the body buffer: chunks as the protocol hands them over, joined once at the
-end (no per-chunk copying), and the recipients as accepted, each with its
-alias-expanded final addresses. Duplicates after expansion are queued once.
+Owns the body buffer: chunks as the protocol hands them over (each already the one
+copy the framer made; no per-chunk copying here), and the recipients as accepted, each
+with its alias-expanded final addresses. Duplicates after expansion are queued once.
+
+Invariants: the body is joined at most once, together with whatever goes in front of
+it (:meth:`Transaction.take_content`), and the chunks are dropped as it is, so that a
+message waiting for its commit is held in memory once, not twice; reading the header
+section never copies more than the header section.
 """
 
 from __future__ import annotations
@@ -37,20 +42,49 @@ class Transaction:
         self.chunks.append(chunk)
         self.size += len(chunk)
 
-    def content(self, header: bytes) -> bytes:
-        return header + b"".join(self.chunks)
+    def content(self, *prefix: bytes) -> bytes:
+        """``prefix`` then the body, in one copy; the chunks are kept."""
+        return b"".join([*prefix, *self.chunks])
+
+    def take_content(self, *prefix: bytes) -> bytes:
+        """``prefix`` then the body, in one copy, and the chunks dropped: from here on the
+        returned bytes are the only copy of the body (the transaction's body is empty)."""
+        chunks, self.chunks = self.chunks, []
+        if not prefix and len(chunks) == 1:
+            return chunks[0]  # nothing to join: the framer's chunk is the message
+        return b"".join([*prefix, *chunks])
 
     def head(self, limit: int = 1 << 20) -> bytes:
-        """The message's header section (at most ``limit`` octets), without joining the body."""
-        buf = bytearray()
-        for chunk in self.chunks:
-            buf += chunk
-            if buf.startswith(b"\r\n") or b"\r\n\r\n" in buf or len(buf) >= limit:
-                break
-        if buf.startswith(b"\r\n"):
+        """The message's header section (at most ``limit`` octets), without joining the body.
+
+        Usually the first chunk holds it all and only the header section is copied; a
+        header section spread over chunks is gathered up to its end (or ``limit``).
+        """
+        chunks = self.chunks
+        if not chunks:
             return b""
-        end = buf.find(b"\r\n\r\n")
-        return bytes(buf if end < 0 else buf[: end + 2])
+        first = chunks[0]
+        if first.startswith(b"\r\n"):
+            return b""
+        end = first.find(b"\r\n\r\n", 0, limit + 2)
+        if end >= 0:
+            return first[: end + 2]
+        if len(chunks) == 1 or len(first) >= limit:
+            return first[:limit]
+        buf = bytearray()
+        for chunk in chunks:
+            # Only the tail of what was gathered can start a blank line split by a chunk.
+            at = max(len(buf) - 3, 0)
+            buf += chunk[: limit - len(buf)]
+            if buf.startswith(b"\r\n"):
+                return b""
+            end = buf.find(b"\r\n\r\n", at)
+            if end >= 0:
+                del buf[end + 2 :]
+                return bytes(buf)
+            if len(buf) >= limit:
+                break
+        return bytes(buf)
 
     def envelope(self, client: ClientInfo, size: int, arrival: float) -> Envelope:
         seen: set[str] = set()
