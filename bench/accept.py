@@ -19,42 +19,35 @@ delivered; a lossy or failing run aborts the benchmark instead of producing a ra
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from common import (
-    MAIN_CF,
-    SERVERS,
-    BenchError,
-    LoadResult,
-    LoadSpec,
-    Server,
+from common import MAIN_CF, SERVERS, LoadResult, LoadSpec, machine_info, markdown_table, run_load
+from harness import (
+    Rounds,
+    add_addresses,
     add_load_arguments,
-    check_load_arguments,
-    ensure_tools,
-    machine_info,
-    markdown_table,
-    port_open,
-    run_load,
+    describe,
+    fresh_instance,
+    load_fields,
+    load_specs,
+    new_parser,
+    parse_addresses,
+    preflight,
+    ratio,
+    require_positive,
+    times,
+    work_dir,
+    write_result,
 )
-from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
-from postfix_instance import PostfixInstance
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    add_load_arguments(p, IRONPOST)
-    p.add_argument("--postfix-addr", default="127.0.0.20:2525", help="host:port for Postfix")
-    p.add_argument("--ironpost-addr", default="127.0.0.21:2525", help="host:port for ironpost")
+    p = new_parser(__doc__)
+    add_load_arguments(p)
+    add_addresses(p, "127.0.0.20:2525", "127.0.0.21:2525")
     p.add_argument(
         "--ironpost-workers",
         type=int,
@@ -63,43 +56,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run ironpost with `--workers N` (SMTP processes; default: its ironpost_workers)",
     )
     args = p.parse_args(argv)
-    check_load_arguments(p, args)
+    require_positive(p, args, "messages", "sessions", "size", "rounds")
+    parse_addresses(p, args, "postfix_addr", "ironpost_addr", loopback=False)
     return args
 
 
-def split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host, int(port)
-
-
-def make_server(name: str, root: Path, args: argparse.Namespace) -> Server:
-    if name == "postfix":
-        return PostfixInstance(root, *split_addr(args.postfix_addr))
-    host, port = split_addr(args.ironpost_addr)
-    return IronpostInstance(root, host, port, args.ironpost_bin, workers=args.ironpost_workers)
-
-
 def one_load(name: str, spec: LoadSpec, args: argparse.Namespace, base: Path) -> LoadResult:
-    root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
-    server = make_server(name, root, args)
-    if port_open(server.host, server.port):
-        raise BenchError(f"{server.host}:{server.port} is already in use; stop what listens there")
-    try:
+    with fresh_instance(name, args, base, f"{name}-") as server:
         server.start()
-        result = run_load(server, spec, args.timeout)
-    except BenchError as exc:
-        raise BenchError(f"{exc}\n(instance kept for inspection in {root})") from exc
-    finally:
-        server.stop()
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-    return result
-
-
-def ratio(ironpost: float | None, postfix: float | None) -> float | None:
-    if ironpost is None or postfix is None or postfix == 0:
-        return None
-    return ironpost / postfix
+        return run_load(server, spec, args.timeout)
 
 
 def summarise(results: list[LoadResult], modes: list[str]) -> list[dict[str, Any]]:
@@ -134,7 +99,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['metric']}, {r['mode']}",
             num(r["postfix"], ".0f"),
             num(r["ironpost"], ".0f"),
-            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
+            times(r["ratio"]),
         )
         for r in rows
     ]
@@ -143,91 +108,50 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("accept.py must run as root: it starts Postfix instances.", file=sys.stderr)
+    if (lineup := preflight("accept.py", args)) is None:
         return 2
-    try:
-        ensure_tools()
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    servers = [args.only] if args.only else list(SERVERS)
-    skipped = None
-    if "ironpost" in servers and (why := ironpost_unavailable(args.ironpost_bin)):
-        if args.only == "ironpost":
-            print(f"error: {why}", file=sys.stderr)
-            return 2
-        skipped = why
-        servers.remove("ironpost")
-        print(f"NOTE: skipping ironpost: {why}. Postfix figures only (as with --only postfix).")
-
-    modes = {"new": [False], "reuse": [True], "both": [False, True]}[args.mode]
-    specs = [LoadSpec(args.messages, args.sessions, args.size, reuse) for reuse in modes]
-    base = Path(tempfile.mkdtemp(prefix="ironpost-bench-", dir=args.workdir))
-    base.chmod(0o755)  # unprivileged Postfix daemons must traverse it
+    specs = load_specs(args)
+    base = work_dir("ironpost-bench-", args.workdir)
     machine = machine_info()
-    print(
-        f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
-        f"Python {machine['python']}, Postfix {machine['postfix']}, ironpost {machine['ironpost']}"
-    )
+    print(describe(machine))
     print(
         f"load: {args.messages} messages x {args.size} bytes over {args.sessions} sessions, "
         f"{args.rounds} round(s); work dir {base}"
     )
 
     results: list[LoadResult] = []
-    started = time.time()
-    try:
-        for rnd in range(args.rounds):
-            order = servers if rnd % 2 == 0 else servers[::-1]
+    with Rounds(args, lineup, base) as rounds:
+        for rnd, order in rounds.order(lineup.servers):
             for spec in specs:
                 for name in order:
                     result = one_load(name, spec, args, base)
                     results.append(result)
                     print(
-                        f"  round {rnd + 1} {name:8} {spec.mode:27} "
+                        f"  round {rnd} {name:8} {spec.mode:27} "
                         f"accepted {result.accepted_rate:7.0f} msg/s "
                         f"({result.accept_seconds:7.3f}s)  end to end "
                         f"{result.e2e_rate:7.0f} msg/s ({result.e2e_seconds:7.3f}s)",
                         flush=True,
                     )
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if "ironpost" in servers and args.only is None:
-            print("(--only postfix measures Postfix alone)", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if not args.keep:
-        shutil.rmtree(base, ignore_errors=True)
+    if rounds.code:
+        return rounds.code
 
     rows = summarise(results, [s.mode for s in specs])
     print()
     print(table(rows))
-    report = {
-        "benchmark": "accept",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 1),
-        "machine": machine,
-        "load": {
-            "messages": args.messages,
-            "sessions": args.sessions,
-            "size": args.size,
-            "rounds": args.rounds,
-            "tool": "smtp-source",
-        },
-        "ironpost_workers": args.ironpost_workers,
-        "servers": servers,
-        "ironpost_skipped": skipped,
-        "summary": rows,
-        "runs": [r.as_dict() for r in results],
-        "main_cf": MAIN_CF,
-    }
-    out = args.output or RESULTS / time.strftime("accept-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten {out}")
+    write_result(
+        "accept",
+        rounds.started,
+        machine,
+        args.output,
+        load=load_fields(args, tool="smtp-source"),
+        ironpost_workers=args.ironpost_workers,
+        servers=lineup.servers,
+        ironpost_skipped=lineup.skipped,
+        summary=rows,
+        runs=[r.as_dict() for r in results],
+        main_cf=MAIN_CF,
+    )
     return 0
 
 

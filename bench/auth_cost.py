@@ -31,36 +31,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from accept import split_addr
 from common import (
     MAIN_CF,
     RECIPIENT,
     REPO,
     SENDER,
     BenchError,
-    ensure_tools,
     machine_info,
     maildir_new,
-    markdown_table,
-    port_open,
 )
-from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
-from postfix_instance import PostfixInstance
+from harness import (
+    Rounds,
+    figures_table,
+    fresh_instance,
+    load_fields,
+    median,
+    new_parser,
+    parse_addresses,
+    preflight,
+    ratio,
+    work_dir,
+    write_result,
+)
+from ironpost_instance import IRONPOST
 
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 from dns_server import DnsServer, start_dns_server  # tests/integration
 
-RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ("plain", "sign", "verify", "both")
 STAGE_NAMES = {
     "plain": "plain (S1)",
@@ -76,7 +79,8 @@ DNS_ADDRESS = "127.0.0.49"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    # Its options keep their own help texts (some none): the shared helpers' would change --help.
+    p = new_parser(__doc__)
     p.add_argument("--messages", type=int, default=20_000, help="messages per run (20000)")
     p.add_argument("--sessions", type=int, default=50, help="parallel SMTP sessions (50)")
     p.add_argument("--size", type=int, default=4096, help="message size in bytes (4096)")
@@ -93,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.messages, args.rounds = min(args.messages, 1000), 1
+    parse_addresses(p, args, "postfix_addr", "ironpost_addr", loopback=False)
     return args
 
 
@@ -249,8 +254,7 @@ def check_sample(name: str, stage: str, new_dir: Path) -> None:
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def med(server: str, stage: str, metric: str) -> float | None:
-        values = [r[metric] for r in runs if r["server"] == server and r["stage"] == stage]
-        return statistics.median(values) if values else None
+        return median([r[metric] for r in runs if r["server"] == server and r["stage"] == stage])
 
     rows: list[dict[str, Any]] = []
     for metric, label in (("accepted_rate", "accepted"), ("e2e_rate", "end to end")):
@@ -265,7 +269,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "unit": "msg/s",
                     "postfix": postfix,  # Postfix plain: it has no built-in signer/verifier
                     "ironpost": value,
-                    "ratio": value / postfix if value and postfix else None,
+                    "ratio": ratio(value, postfix),
                 }
             )
             if stage == "plain" or value is None or plain is None:
@@ -296,42 +300,23 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    def num(v: float | None, unit: str) -> str:
-        return "-" if v is None else (f"{v:.2f}" if unit == "x" else f"{v:.0f}")
+    def num(v: float | None, row: dict[str, Any]) -> str:
+        return "-" if v is None else (f"{v:.2f}" if row["unit"] == "x" else f"{v:.0f}")
 
-    head = ("figure", "unit", "Postfix", "ironpost", "ratio")
-    lines = [
-        (
-            f"{r['metric']}, {r['mode']}",
-            r["unit"],
-            num(r["postfix"], r["unit"]),
-            num(r["ironpost"], r["unit"]),
-            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
-        )
-        for r in rows
-    ]
-    return markdown_table(head, lines)
+    # The unit column flush right, as this table always had it.
+    return figures_table(rows, lambda r: f"{r['metric']}, {r['mode']}", num, left=(0,))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("auth_cost.py must run as root: it starts Postfix instances.", file=sys.stderr)
+    # An unusable ironpost is an error here, not a skip: S6 measures ironpost's stages
+    # (--only postfix still runs Postfix's plain stage alone).
+    if (lineup := preflight("auth_cost.py", args, may_skip=False, suggest_only=False)) is None:
         return 2
-    try:
-        ensure_tools()
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    servers = [args.only] if args.only else ["postfix", "ironpost"]
-    if "ironpost" in servers and (why := ironpost_unavailable(args.ironpost_bin)):
-        print(f"error: {why}", file=sys.stderr)
-        return 2
-    plan = [("postfix", "plain")] if "postfix" in servers else []
-    plan += [("ironpost", s) for s in STAGES] if "ironpost" in servers else []
+    plan = [("postfix", "plain")] if "postfix" in lineup.servers else []
+    plan += [("ironpost", s) for s in STAGES] if "ironpost" in lineup.servers else []
 
-    base = Path(tempfile.mkdtemp(prefix="ironpost-s6-", dir=args.workdir))
-    base.chmod(0o755)
+    base = work_dir("ironpost-s6-", args.workdir)
     key_path, foreign, zones = prepare_keys(base, args.size)
     dns: DnsServer = start_dns_server(zones, base / "dns", address=DNS_ADDRESS)
     machine = machine_info()
@@ -342,70 +327,38 @@ def main(argv: list[str] | None = None) -> int:
         f"(asyncio client, connection reuse), {args.rounds} round(s); work dir {base}"
     )
     runs: list[dict[str, Any]] = []
-    started = time.time()
-    try:
-        for rnd in range(args.rounds):
-            for name, stage in plan if rnd % 2 == 0 else plan[::-1]:
-                root = Path(tempfile.mkdtemp(prefix=f"{name}-{stage}-", dir=base))
+    with Rounds(args, lineup, base, on_exit=dns.stop) as rounds:
+        for rnd, order in rounds.order(plan):
+            for name, stage in order:
                 template = stage_main_cf(stage, key_path, dns.nameserver)
-                if name == "postfix":
-                    server: Any = PostfixInstance(root, *split_addr(args.postfix_addr), template)
-                else:
-                    host, port = split_addr(args.ironpost_addr)
-                    server = IronpostInstance(root, host, port, args.ironpost_bin, template)
-                if port_open(server.host, server.port):
-                    raise BenchError(f"{server.host}:{server.port} is already in use")
-                try:
+                with fresh_instance(name, args, base, f"{name}-{stage}-", template) as server:
                     server.start()
                     run = run_stage(server, stage, args, foreign)
-                except BenchError as exc:
-                    raise BenchError(f"{exc}\n(instance kept in {root})") from exc
-                finally:
-                    server.stop()
                 runs.append(run)
                 print(
-                    f"  round {rnd + 1} {name:8} {stage:7} accepted {run['accepted_rate']:7.0f}"
+                    f"  round {rnd} {name:8} {stage:7} accepted {run['accepted_rate']:7.0f}"
                     f" msg/s  end to end {run['e2e_rate']:7.0f} msg/s",
                     flush=True,
                 )
-                if not args.keep:
-                    shutil.rmtree(root, ignore_errors=True)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        dns.stop()
-    if not args.keep:
-        shutil.rmtree(base, ignore_errors=True)
+    if rounds.code:
+        return rounds.code
 
     rows = summarise(runs)
     print("\nPostfix runs the plain stage only: it has no built-in DKIM signer or SPF/DMARC")
     print("verifier (an OpenDKIM milter, not installed here, would add its own cost).\n")
     print(table(rows))
-    report = {
-        "benchmark": "auth_cost",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 1),
-        "machine": machine,
-        "load": {
-            "messages": args.messages,
-            "sessions": args.sessions,
-            "size": args.size,
-            "rounds": args.rounds,
-            "tool": "asyncio SMTP client (bench/auth_cost.py), connection reuse",
-        },
-        "servers": servers,
-        "ironpost_skipped": None,
-        "summary": rows,
-        "runs": runs,
-        "main_cf": {s: stage_main_cf(s, Path("KEY"), "DNS") for s in STAGES},
-    }
-    out = args.output or RESULTS / time.strftime("auth_cost-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten {out}")
+    write_result(
+        "auth_cost",
+        rounds.started,
+        machine,
+        args.output,
+        load=load_fields(args, tool="asyncio SMTP client (bench/auth_cost.py), connection reuse"),
+        servers=lineup.servers,
+        ironpost_skipped=None,
+        summary=rows,
+        runs=runs,
+        main_cf={s: stage_main_cf(s, Path("KEY"), "DNS") for s in STAGES},
+    )
     return 0
 
 

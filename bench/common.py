@@ -19,7 +19,6 @@ would, so it measures the same thing for both.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import pwd
@@ -191,14 +190,12 @@ class LoadSpec:
         return argv
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    server: str
-    mode: str
+class Rates:
+    """Rates and the JSON form of a result dataclass that has these three fields."""
+
     messages: int
     accept_seconds: float
     e2e_seconds: float
-    delivered: int
 
     @property
     def accepted_rate(self) -> float:
@@ -215,11 +212,61 @@ class LoadResult:
         return out
 
 
+@dataclass(frozen=True)
+class LoadResult(Rates):
+    server: str
+    mode: str
+    messages: int
+    accept_seconds: float
+    e2e_seconds: float
+    delivered: int
+
+
 def _count(directory: Path) -> int:
     try:
         return len(os.listdir(directory))
     except FileNotFoundError:  # virtual(8) creates the Maildir on first delivery
         return 0
+
+
+class SourceRun:
+    """smtp-source started now, its exit stamped by a thread so the caller can watch meanwhile.
+
+    Invariant: `started` is the `time.perf_counter()` just before the spawn, and `exited_at`
+    the one at which its exit was seen (None while it runs), so their difference is the time
+    the server took to accept the whole load.
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        self.exited_at: float | None = None
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._reaper = threading.Thread(target=self._reap, daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        self.proc.wait()
+        self.exited_at = time.perf_counter()
+
+    def abandon(self) -> None:
+        """Kill it if it still runs (the load timed out)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self._reaper.join(5)
+
+    def finish(self, server: str) -> float:
+        """Wait for it; the seconds it took, or BenchError if it reported any failure."""
+        self._reaper.join()
+        _, err = self.proc.communicate()
+        if self.proc.returncode != 0 or err.strip():
+            # smtp-source reports rejected or dropped transactions on stderr; a run with errors
+            # would measure how fast the server fails, not how fast it accepts.
+            raise BenchError(
+                f"{server}: smtp-source exit {self.proc.returncode}: "
+                f"{err.decode(errors='replace').strip()[-2000:]}"
+            )
+        assert self.exited_at is not None
+        return self.exited_at - self.started
 
 
 def run_load(server: Server, spec: LoadSpec, timeout: float, poll: float = 0.25) -> LoadResult:
@@ -233,43 +280,23 @@ def run_load(server: Server, spec: LoadSpec, timeout: float, poll: float = 0.25)
     if _count(new_dir):
         raise BenchError(f"{new_dir} is not empty: end-to-end needs a fresh Maildir")
     argv = spec.argv(server.host, server.port)
-    exited: dict[str, float] = {}
 
     wall0 = time.time()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def reap() -> None:
-        proc.wait()
-        exited["t"] = time.perf_counter()
-
-    reaper = threading.Thread(target=reap, daemon=True)
-    reaper.start()
-
-    deadline = t0 + timeout
+    source = SourceRun(argv)
+    deadline = source.started + timeout
     delivered = 0
     while time.perf_counter() < deadline:
         delivered = _count(new_dir)
-        if delivered >= spec.messages and "t" in exited:
+        if delivered >= spec.messages and source.exited_at is not None:
             break
         time.sleep(poll)
     else:
-        if proc.poll() is None:
-            proc.kill()
-        reaper.join(5)
+        source.abandon()
         raise BenchError(
             f"{server.name}: {delivered}/{spec.messages} messages in {new_dir} after "
-            f"{timeout:.0f}s (smtp-source {'running' if 't' not in exited else 'done'})"
+            f"{timeout:.0f}s (smtp-source {'running' if source.exited_at is None else 'done'})"
         )
-    reaper.join()
-    _, err = proc.communicate()
-    if proc.returncode != 0 or err.strip():
-        # smtp-source reports rejected or dropped transactions on stderr; a run with errors
-        # would measure how fast the server fails, not how fast it accepts.
-        raise BenchError(
-            f"{server.name}: smtp-source exit {proc.returncode}: "
-            f"{err.decode(errors='replace').strip()[-2000:]}"
-        )
+    accept_seconds = source.finish(server.name)
     if delivered != spec.messages:
         raise BenchError(f"{server.name}: {delivered} messages delivered, {spec.messages} sent")
     # The directory's mtime is the time of the last rename into new/ (Maildir delivery's final
@@ -279,7 +306,7 @@ def run_load(server: Server, spec: LoadSpec, timeout: float, poll: float = 0.25)
         server=server.name,
         mode=spec.mode,
         messages=spec.messages,
-        accept_seconds=exited["t"] - t0,
+        accept_seconds=accept_seconds,
         e2e_seconds=last_delivery - wall0,
         delivered=delivered,
     )
@@ -522,31 +549,6 @@ def _mem_total_mb() -> int:
 
 
 SERVERS = ("postfix", "ironpost")
-
-
-def add_load_arguments(p: argparse.ArgumentParser, ironpost_bin: Path) -> None:
-    """The load and run options both benchmarks share (addresses are each script's own)."""
-    p.add_argument("--messages", type=int, default=20_000, help="messages per load (20000)")
-    p.add_argument("--sessions", type=int, default=50, help="parallel SMTP sessions (50)")
-    p.add_argument("--size", type=int, default=4096, help="message size in bytes (4096)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds; the table shows medians (1)")
-    p.add_argument(
-        "--mode", choices=("both", "new", "reuse"), default="both", help="load modes (both)"
-    )
-    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
-    p.add_argument(
-        "--ironpost-bin", type=Path, default=ironpost_bin, help="the ironpost command (.venv's)"
-    )
-    p.add_argument("--timeout", type=float, default=900.0, help="per-load limit in seconds")
-    p.add_argument("--workdir", type=Path, default=None, help="where instance dirs go (/tmp)")
-    p.add_argument("--keep", action="store_true", help="keep instance dirs (queues, logs)")
-    p.add_argument("--output", type=Path, default=None, help="JSON path (bench/results/...)")
-
-
-def check_load_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("messages", "sessions", "size", "rounds"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
 
 
 # --- process memory, from /proc (S3 size mix; usable by any scenario) ------------------------

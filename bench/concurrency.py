@@ -29,37 +29,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import resource
-import shutil
 import socket
 import statistics
 import struct
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from accept import ratio
-from common import (
-    MAIN_CF,
-    SERVERS,
-    BenchError,
-    Server,
-    ensure_tools,
-    group_pids,
-    machine_info,
-    markdown_table,
-    port_open,
+from common import MAIN_CF, SERVERS, BenchError, Server, group_pids, machine_info
+from harness import (
+    Rounds,
+    add_addresses,
+    add_output_arguments,
+    add_server_choice,
+    better,
+    describe,
+    figures_table,
+    fresh_instance,
+    median,
+    new_parser,
+    parse_addresses,
+    preflight,
+    ratio,
+    require_positive,
+    work_dir,
+    write_result,
 )
-from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
+from ironpost_instance import IronpostInstance
 from postfix_instance import PostfixInstance
-from relay import split_addr
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LINGER_RST = struct.pack("ii", 1, 0)  # close() sends a RST: no TIME_WAIT on our side
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 EHLO = b"EHLO client.bench.test\r\n"
@@ -297,12 +299,6 @@ def log_count(root: Path, needle: str) -> int:
 # --- one run ---------------------------------------------------------------------------------
 
 
-def make_server(name: str, root: Path, args: argparse.Namespace) -> Server:
-    if name == "postfix":
-        return PostfixInstance(root, *args.postfix_addr)
-    return IronpostInstance(root, *args.ironpost_addr, args.ironpost_bin)
-
-
 async def hold(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     sources: list[str | None] = [None] + [f"127.0.1.{k}" for k in range(1, args.sources)]
     client = Client((server.host, server.port), args.sessions, sources)
@@ -325,11 +321,7 @@ async def hold(server: Server, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def one_run(name: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix=f"concurrency-{name}-", dir=base))
-    server = make_server(name, root, args)
-    if port_open(server.host, server.port):
-        raise BenchError(f"{server.host}:{server.port} is already in use; stop what listens there")
-    try:
+    with fresh_instance(name, args, base, f"concurrency-{name}-") as server:
         server.start()
         time.sleep(1.0)  # let the readiness probe's session end before the idle figure
         idle = memory(server_pids(server))
@@ -338,10 +330,9 @@ def one_run(name: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             main_pid = server.proc.pid
         nofile = nofile_of(main_pid)
         result = run_loop(hold(server, args))
-    except BenchError as exc:
-        raise BenchError(f"{exc}\n(instance kept for inspection in {root})") from exc
-    finally:
-        server.stop()
+        server.stop()  # the log is read once the server is down (fresh_instance stops it too)
+        process_limit = log_count(server.root, "has reached its process limit")
+        connection_limit = log_count(server.root, "Connection concurrency limit exceeded")
     result |= {"server": name, "memory_idle": idle, "server_nofile": nofile}
     held = result["memory_held"]
     grown = held["rss_mb"] - idle["rss_mb"]
@@ -349,10 +340,8 @@ def one_run(name: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     n = result["held_after_settle"]  # the sessions alive when the memory was read
     result["kib_per_session"] = 1024 * grown / n if n else None
     result["pss_kib_per_session"] = 1024 * grown_pss / n if n else None
-    result["log_process_limit"] = log_count(root, "has reached its process limit")
-    result["log_connection_limit"] = log_count(root, "Connection concurrency limit exceeded")
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
+    result["log_process_limit"] = process_limit
+    result["log_connection_limit"] = connection_limit
     return result
 
 
@@ -394,11 +383,11 @@ def probe_figures(runs: list[dict[str, Any]]) -> tuple[float | None, int, int]:
 
 def summarise(runs: list[dict[str, Any]], sessions: int) -> list[dict[str, Any]]:
     rows = []
-    for label, unit, better, fmt, get in ROWS:
+    for label, unit, direction, fmt, get in ROWS:
         med: dict[str, float | None] = {}
         for name in SERVERS:
             values = [get(r) for r in runs if r["server"] == name and get(r) is not None]
-            med[name] = statistics.median(values) if values else None
+            med[name] = median(values)
         pf, ip = med["postfix"], med["ironpost"]
         rows.append(
             {
@@ -407,8 +396,7 @@ def summarise(runs: list[dict[str, Any]], sessions: int) -> list[dict[str, Any]]
                 "format": fmt,
                 "postfix": pf,
                 "ironpost": ip,
-                # As in relay.py: the ratio reads "how many times better ironpost is".
-                "ratio": ratio(ip, pf) if better == "higher" else ratio(pf, ip),
+                "ratio": better(ip, pf, lower_is_better=direction == "lower"),
             }
         )
     probes = {n: probe_figures([r for r in runs if r["server"] == n]) for n in SERVERS}
@@ -436,28 +424,17 @@ def summarise(runs: list[dict[str, Any]], sessions: int) -> list[dict[str, Any]]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    def cell(value: Any, fmt: str) -> str:
-        return "none" if value is None else format(value, fmt)
+    def cell(value: Any, row: dict[str, Any]) -> str:
+        return "none" if value is None else format(value, row["format"])
 
-    head = ("figure", "unit", "Postfix", "ironpost", "ratio")
-    lines = [
-        (
-            r["metric"],
-            r["unit"],
-            cell(r["postfix"], r["format"]),
-            cell(r["ironpost"], r["format"]),
-            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
-        )
-        for r in rows
-    ]
-    return markdown_table(head, lines, left=(0, 1))
+    return figures_table(rows, lambda r: r["metric"], cell)
 
 
 # --- the command -----------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = new_parser(__doc__)
     p.add_argument("--quick", action="store_true", help="1,000 sessions, 1 round, 30 s to open")
     p.add_argument("--sessions", type=int, help="sessions to hold open (10000; --quick 1000)")
     p.add_argument("--rounds", type=int, help="rounds; the table shows medians (3; --quick 1)")
@@ -467,27 +444,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probes", type=int, default=3, help="fresh clients timed while held (3)")
     p.add_argument("--probe-timeout", type=float, default=5.0, help="a probe's limit, s (5)")
     p.add_argument("--sources", type=int, default=1, help="source addresses (1: 127.0.0.1)")
-    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
-    p.add_argument("--ironpost-bin", type=Path, default=IRONPOST, help="the ironpost command")
-    p.add_argument("--postfix-addr", default="127.0.4.20:2525", help="host:port for Postfix")
-    p.add_argument("--ironpost-addr", default="127.0.4.21:2525", help="host:port for ironpost")
-    p.add_argument("--workdir", type=Path, default=None, help="where instance dirs go (/tmp)")
-    p.add_argument("--keep", action="store_true", help="keep instance dirs (queues, logs)")
-    p.add_argument("--output", type=Path, default=None, help="JSON path (bench/results/...)")
+    add_server_choice(p)
+    add_addresses(p, "127.0.4.20:2525", "127.0.4.21:2525")
+    add_output_arguments(p)
     args = p.parse_args(argv)
     args.sessions = args.sessions or (1000 if args.quick else 10_000)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.open_timeout = args.open_timeout or (30.0 if args.quick else 60.0)
-    for name in ("sessions", "rounds", "connect_window", "sources"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    require_positive(p, args, "sessions", "rounds", "connect_window", "sources")
     if args.sources > 254:
         p.error("--sources must be <= 254")
-    try:
-        args.postfix_addr = split_addr(args.postfix_addr)
-        args.ironpost_addr = split_addr(args.ironpost_addr)
-    except (BenchError, ValueError) as exc:
-        p.error(str(exc))
+    parse_addresses(p, args, "postfix_addr", "ironpost_addr")
     return args
 
 
@@ -511,34 +478,15 @@ def progress(rnd: int, r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("concurrency.py must run as root: it starts Postfix instances.", file=sys.stderr)
+    # N held sockets in this process, N + listeners + queue files in the server.
+    need = args.sessions + args.probes + 1024
+    lineup = preflight("concurrency.py", args, lambda: raise_nofile(need), suggest_only=False)
+    if lineup is None:
         return 2
-    try:
-        ensure_tools()
-        # N held sockets in this process, N + listeners + queue files in the server.
-        nofile = raise_nofile(args.sessions + args.probes + 1024)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    servers = [args.only] if args.only else list(SERVERS)
-    skipped = None
-    if "ironpost" in servers and (why := ironpost_unavailable(args.ironpost_bin)):
-        if args.only == "ironpost":
-            print(f"error: {why}", file=sys.stderr)
-            return 2
-        skipped = why
-        servers.remove("ironpost")
-        print(f"NOTE: skipping ironpost: {why}. Postfix figures only.")
-
-    base = Path(tempfile.mkdtemp(prefix="ironpost-bench-", dir=args.workdir))
-    base.chmod(0o755)  # unprivileged Postfix daemons must traverse it
+    nofile = raise_nofile(need)  # raised by the preflight already: this reads it back
+    base = work_dir("ironpost-bench-", args.workdir)
     machine = machine_info()
-    print(
-        f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
-        f"Python {machine['python']}, Postfix {machine['postfix']}, ironpost {machine['ironpost']}"
-    )
+    print(describe(machine))
     print(
         f"load: {args.sessions} sessions held (EHLO, then idle), {args.connect_window} "
         f"handshakes in flight, {args.open_timeout:g} s to open, {args.rounds} round(s); "
@@ -546,19 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     runs: list[dict[str, Any]] = []
-    started = time.time()
-    try:
-        for rnd in range(args.rounds):
-            for name in servers if rnd % 2 == 0 else servers[::-1]:
+    with Rounds(args, lineup, base) as rounds:
+        for rnd, order in rounds.order(lineup.servers):
+            for name in order:
                 runs.append(one_run(name, args, base))
-                print(progress(rnd + 1, runs[-1]), flush=True)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if not args.keep:
-        shutil.rmtree(base, ignore_errors=True)
+                print(progress(rnd, runs[-1]), flush=True)
+    if rounds.code:
+        return rounds.code
 
     rows = summarise(runs, args.sessions)
     print()
@@ -566,12 +508,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:  # what a fresh client got instead of its 220 (a 421, a silent socket)
         if other := [p for p in r["probes"] if p["ms"] is None]:
             print(f"NOTE: {r['server']}: fresh client got {other[0]['reply']!r} ({len(other)}x)")
-    report = {
-        "benchmark": "concurrency",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 1),
-        "machine": machine,
-        "load": {
+    write_result(
+        "concurrency",
+        rounds.started,
+        machine,
+        args.output,
+        load={
             "sessions": args.sessions,
             "rounds": args.rounds,
             "connect_window": args.connect_window,
@@ -583,16 +525,12 @@ def main(argv: list[str] | None = None) -> int:
             "rlimit_nofile": nofile,
             "tool": "asyncio client in bench/concurrency.py",
         },
-        "servers": servers,
-        "ironpost_skipped": skipped,
-        "summary": rows,
-        "runs": runs,
-        "main_cf": MAIN_CF,
-    }
-    out = args.output or RESULTS / time.strftime("concurrency-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten {out}")
+        servers=lineup.servers,
+        ironpost_skipped=lineup.skipped,
+        summary=rows,
+        runs=runs,
+        main_cf=MAIN_CF,
+    )
     return 0
 
 

@@ -43,7 +43,6 @@ import smtplib
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,17 +57,31 @@ from common import (
     DnsTrap,
     LoadSpec,
     Server,
-    ensure_tools,
     machine_info,
     maildir_new,
     markdown_table,
     port_open,
     run_load,
 )
-from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
-from relay import make_server, split_addr
+from harness import (
+    Rounds,
+    add_addresses,
+    add_output_arguments,
+    add_server_choice,
+    better,
+    describe,
+    fresh_instance,
+    median,
+    new_parser,
+    parse_addresses,
+    preflight,
+    require_positive,
+    times,
+    work_dir,
+    write_result,
+)
+from ironpost_instance import IronpostInstance
 
-RESULTS = Path(__file__).resolve().parent / "results"
 QUEUE_DOMAIN = "queue.test"
 QUEUE_RECIPIENT = f"user@{QUEUE_DOMAIN}"
 
@@ -213,21 +226,10 @@ class ScaleResult:
 
 def one_server(name: str, args: argparse.Namespace, base: Path, main_cf: str) -> ScaleResult:
     accept = LoadSpec(args.accept_messages, args.sessions, args.size, False)
-    roots = []
-
-    def fresh(label: str) -> Server:
-        roots.append(Path(tempfile.mkdtemp(prefix=f"scale-{name}-{label}-", dir=base)))
-        server = make_server(name, roots[-1], args, main_cf)
-        if port_open(server.host, server.port):
-            raise BenchError(f"{server.host}:{server.port} is already in use")
-        return server
-
-    server = fresh("empty")
-    try:
+    with fresh_instance(name, args, base, f"scale-{name}-empty-", main_cf) as server:
         server.start()
         empty = run_load(server, accept, args.timeout)
-        server.stop()
-        server = fresh("full")
+    with fresh_instance(name, args, base, f"scale-{name}-full-", main_cf) as server:
         server.start()
         fill_s = fill(server, args)
         wait_deferred(server, args.queued, args.ironpost_bin, args.timeout)
@@ -237,13 +239,6 @@ def one_server(name: str, args: argparse.Namespace, base: Path, main_cf: str) ->
         if counts.get("deferred") != args.queued:  # none lost, none retried meanwhile
             raise BenchError(f"{name}: after the accept load the queue is {counts}")
         stop_s, serving_s, delivering_s = restart(server, args.timeout)
-    except BenchError as exc:
-        raise BenchError(f"{exc}\n(instances kept for inspection in {base})") from exc
-    finally:
-        server.stop()
-    if not args.keep:
-        for root in roots:
-            shutil.rmtree(root, ignore_errors=True)
     return ScaleResult(
         server=name,
         queued=args.queued,
@@ -285,14 +280,8 @@ def _met(value: float, target: str) -> bool:
 def summarise(results: list[ScaleResult]) -> list[dict[str, Any]]:
     rows = []
     for attr, label, unit, lower_is_better, target in METRICS:
-        med: dict[str, float | None] = {}
-        for name in SERVERS:
-            values = [getattr(r, attr) for r in results if r.server == name]
-            med[name] = statistics.median(values) if values else None
-        pf, ip = med["postfix"], med["ironpost"]
-        ratio = None  # always "how many times better ironpost is"
-        if pf is not None and ip is not None and (ip if lower_is_better else pf) > 0:
-            ratio = pf / ip if lower_is_better else ip / pf
+        pf, ip = (median([getattr(r, attr) for r in results if r.server == n]) for n in SERVERS)
+        ratio = better(ip, pf, lower_is_better)  # always "how many times better ironpost is"
         row = {"metric": label, "unit": unit, "postfix": pf, "ironpost": ip, "ratio": ratio}
         row["target"] = target
         row["met"] = None if target is None or ip is None else _met(ip, target)
@@ -313,7 +302,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             r["unit"],
             num(r["postfix"], r["unit"]),
             num(r["ironpost"], r["unit"]),
-            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
+            times(r["ratio"]),
             "" if r["target"] is None else f"{r['target']} ({'met' if r['met'] else 'NOT met'})",
         )
         for r in rows
@@ -325,7 +314,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = new_parser(__doc__)
     p.add_argument("--quick", action="store_true", help="5,000 queued, 1,000 accepted, 1 round")
     p.add_argument("--queued", type=int, help="deferred messages to fill (100000)")
     p.add_argument("--accept-messages", type=int, help="S1-style accept load (5000)")
@@ -334,14 +323,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sessions", type=int, default=50, help="accept-load sessions (50)")
     p.add_argument("--size", type=int, default=4096, help="message size in bytes (4096)")
     p.add_argument("--repeat", type=int, default=3, help="listing runs; median (3)")
-    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
-    p.add_argument("--ironpost-bin", type=Path, default=IRONPOST, help="the ironpost command")
+    add_server_choice(p)
     p.add_argument("--timeout", type=float, default=3600.0, help="per-step limit in seconds")
-    p.add_argument("--workdir", type=Path, default=None, help="where instance dirs go (/tmp)")
-    p.add_argument("--keep", action="store_true", help="keep instance dirs (queues, logs)")
-    p.add_argument("--output", type=Path, default=None, help="JSON path (bench/results/...)")
-    p.add_argument("--postfix-addr", default="127.0.0.41:2525", help="host:port for Postfix")
-    p.add_argument("--ironpost-addr", default="127.0.0.42:2525", help="host:port for ironpost")
+    add_output_arguments(p)
+    add_addresses(p, "127.0.0.41:2525", "127.0.0.42:2525")
     p.add_argument("--dead-hop", default="127.0.0.40:2527", help="the closed next hop")
     p.add_argument("--dns-trap", default="127.0.0.49:53", help="host:port of the DNS trap")
     args = p.parse_args(argv)
@@ -349,91 +334,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, default in zip(("queued", "accept_messages", "rounds"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
-    for name in ("queued", "accept_messages", "rounds", "sessions", "fill_sessions", "repeat"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    try:
-        for name in ("postfix_addr", "ironpost_addr", "dead_hop", "dns_trap"):
-            setattr(args, name, split_addr(getattr(args, name)))
-    except (BenchError, ValueError) as exc:
-        p.error(str(exc))
+    require_positive(
+        p, args, "queued", "accept_messages", "rounds", "sessions", "fill_sessions", "repeat"
+    )
+    parse_addresses(p, args, "postfix_addr", "ironpost_addr", "dead_hop", "dns_trap")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("queue_scale.py must run as root: it starts Postfix instances.", file=sys.stderr)
-        return 2
-    try:
-        ensure_tools()
+
+    def check() -> None:
         if not shutil.which("qshape"):
             raise BenchError("qshape not found (Debian's postfix package has /usr/sbin/qshape)")
         if port_open(*args.dead_hop):
             raise BenchError(f"{args.dead_hop}: something listens there; the hop must be dead")
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    servers = [args.only] if args.only else list(SERVERS)
-    skipped = None
-    if "ironpost" in servers and (why := ironpost_unavailable(args.ironpost_bin)):
-        if args.only == "ironpost":
-            print(f"error: {why}", file=sys.stderr)
-            return 2
-        skipped = why
-        servers.remove("ironpost")
-        print(f"NOTE: skipping ironpost: {why}. Postfix figures only.")
 
+    if (lineup := preflight("queue_scale.py", args, check, suggest_only=False)) is None:
+        return 2
     main_cf = scale_main_cf(args.dead_hop, args.dns_trap)
-    base = Path(tempfile.mkdtemp(prefix="ironpost-bench-scale-", dir=args.workdir))
-    base.chmod(0o755)  # unprivileged Postfix daemons must traverse it
+    base = work_dir("ironpost-bench-scale-", args.workdir)
     machine = machine_info()
-    print(
-        f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
-        f"Python {machine['python']}, Postfix {machine['postfix']}, ironpost {machine['ironpost']}"
-    )
+    print(describe(machine))
     print(
         f"queue: {args.queued} deferred x {args.size} bytes; accept load {args.accept_messages} "
         f"messages over {args.sessions} sessions; {args.rounds} round(s); work dir {base}"
     )
     results: list[ScaleResult] = []
-    started = time.time()
     trap = DnsTrap(*args.dns_trap)
-    try:
+    with Rounds(args, lineup, base, on_exit=trap.stop) as rounds:
         trap.start()
-        for rnd in range(args.rounds):
-            for name in servers if rnd % 2 == 0 else servers[::-1]:
+        for rnd, order in rounds.order(lineup.servers):
+            for name in order:
                 r = one_server(name, args, base, main_cf)
                 results.append(r)
                 print(
-                    f"  round {rnd + 1} {name:8} fill {r.fill_seconds:6.1f}s  list "
+                    f"  round {rnd} {name:8} fill {r.fill_seconds:6.1f}s  list "
                     f"{r.list_seconds:6.2f}s  shape {r.shape_seconds:6.2f}s  accept "
                     f"{r.accept_empty_rate:4.0f} -> {r.accept_full_rate:4.0f} msg/s  restart "
                     f"220 {r.restart_serving_seconds:5.2f}s delivering "
                     f"{r.restart_delivering_seconds:5.2f}s",
                     flush=True,
                 )
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        trap.stop()
+    if rounds.code:
+        return rounds.code
     if trap.queries:
         print(f"NOTE: {len(trap.queries)} DNS queries trapped, e.g. {trap.queries[0]}")
-    if not args.keep:
-        shutil.rmtree(base, ignore_errors=True)
 
     rows = summarise(results)
     print()
     print(table(rows))
-    report = {
-        "benchmark": "queue_scale",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 1),
-        "machine": machine,
-        "load": {
+    write_result(
+        "queue_scale",
+        rounds.started,
+        machine,
+        args.output,
+        load={
             "queued": args.queued,
             "accept_messages": args.accept_messages,
             "sessions": args.sessions,
@@ -446,17 +402,13 @@ def main(argv: list[str] | None = None) -> int:
             "accept_recipient": RECIPIENT,
             "dead_hop": "{}:{}".format(*args.dead_hop),
         },
-        "servers": servers,
-        "ironpost_skipped": skipped,
-        "dns_queries": len(trap.queries),
-        "summary": rows,
-        "runs": [r.as_dict() for r in results],
-        "main_cf": main_cf,
-    }
-    out = args.output or RESULTS / time.strftime("queue_scale-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten {out}")
+        servers=lineup.servers,
+        ironpost_skipped=lineup.skipped,
+        dns_queries=len(trap.queries),
+        summary=rows,
+        runs=[r.as_dict() for r in results],
+        main_cf=main_cf,
+    )
     return 0
 
 

@@ -38,18 +38,13 @@ description go to bench/results/relay-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +54,30 @@ from common import (
     BenchError,
     DnsTrap,
     LoadSpec,
+    Rates,
     Server,
     SmtpSink,
-    add_load_arguments,
-    check_load_arguments,
-    ensure_tools,
+    SourceRun,
     machine_info,
-    markdown_table,
-    port_open,
 )
-from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
-from postfix_instance import PostfixInstance
+from harness import (
+    Rounds,
+    add_addresses,
+    add_load_arguments,
+    better,
+    describe,
+    figures_table,
+    fresh_instance,
+    load_fields,
+    load_specs,
+    new_parser,
+    parse_addresses,
+    preflight,
+    require_positive,
+    work_dir,
+    write_result,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RELAY_DOMAIN = "relay.test"
 RELAY_RECIPIENT = f"user@{RELAY_DOMAIN}"
 
@@ -125,7 +131,7 @@ def read_deliveries(maillog: Path) -> Deliveries:
 
 
 @dataclass(frozen=True)
-class RelayResult:
+class RelayResult(Rates):
     server: str
     mode: str
     messages: int
@@ -135,20 +141,6 @@ class RelayResult:
     sink_sessions: int
     latency_p50: float
     latency_p99: float
-
-    @property
-    def accepted_rate(self) -> float:
-        return self.messages / self.accept_seconds
-
-    @property
-    def e2e_rate(self) -> float:
-        return self.messages / self.e2e_seconds
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["accepted_rate"] = round(self.accepted_rate, 1)
-        out["e2e_rate"] = round(self.e2e_rate, 1)
-        return out
 
 
 def percentile(values: list[float], p: int) -> float:
@@ -166,42 +158,24 @@ def run_relay(
     harness takes no CPU from the servers during the load; the maillog is read afterwards.
     """
     maillog = server.root / "maillog"
-    argv = spec.argv(server.host, server.port)
-    exited: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def reap() -> None:
-        proc.wait()
-        exited["t"] = time.perf_counter()
-
-    reaper = threading.Thread(target=reap, daemon=True)
-    reaper.start()
-
+    source = SourceRun(spec.argv(server.host, server.port))
+    t0 = source.started
     deadline = t0 + timeout
     while not sink.reached.wait(0.5) and time.perf_counter() < deadline:
-        if "t" in exited and proc.returncode != 0:
+        if source.exited_at is not None and source.proc.returncode != 0:
             break  # smtp-source failed: no point waiting for the sink
     if not sink.reached.is_set():
-        if proc.poll() is None:
-            proc.kill()
-        reaper.join(5)
+        source.abandon()
         log = read_deliveries(maillog)
+        stderr = source.proc.stderr
         raise BenchError(
             f"{server.name}: the sink got {sink.count}/{spec.messages} messages after "
-            f"{time.perf_counter() - t0:.0f}s; smtp-source exit {proc.returncode}: "
-            f"{proc.stderr.read().decode(errors='replace').strip()[-1000:] if proc.stderr else ''}"
+            f"{time.perf_counter() - t0:.0f}s; smtp-source exit {source.proc.returncode}: "
+            f"{stderr.read().decode(errors='replace').strip()[-1000:] if stderr else ''}"
             f"; the server logged {dict(log.statuses) or 'no deliveries'}"
         )
     assert sink.reached_at is not None
-    reaper.join()
-    _, err = proc.communicate()
-    if proc.returncode != 0 or err.strip():
-        raise BenchError(
-            f"{server.name}: smtp-source exit {proc.returncode}: "
-            f"{err.decode(errors='replace').strip()[-2000:]}"
-        )
+    accept_seconds = source.finish(server.name)
     # The sink has the count; the server's log must agree (each message relayed exactly once,
     # nothing deferred or bounced). Postfix's postlogd and ironpost's buffered maillog write
     # the last lines a little after the delivery, hence the short wait.
@@ -226,7 +200,7 @@ def run_relay(
         server=server.name,
         mode=spec.mode,
         messages=spec.messages,
-        accept_seconds=exited["t"] - t0,
+        accept_seconds=accept_seconds,
         e2e_seconds=sink.reached_at - t0,
         relayed=sink.count,
         sink_sessions=0,  # known once the server has closed its cached connections
@@ -238,65 +212,40 @@ def run_relay(
 # --- the procedure -------------------------------------------------------------------------
 
 
-def split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    if not host.startswith("127."):
-        raise BenchError(f"{addr}: the benchmark stays on loopback (127.0.0.0/8)")
-    return host, int(port)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    add_load_arguments(p, IRONPOST)
-    p.add_argument("--postfix-addr", default="127.0.0.31:2525", help="host:port for Postfix")
-    p.add_argument("--ironpost-addr", default="127.0.0.32:2525", help="host:port for ironpost")
+    p = new_parser(__doc__)
+    add_load_arguments(p)
+    add_addresses(p, "127.0.0.31:2525", "127.0.0.32:2525")
     p.add_argument("--sink-addr", default="127.0.0.30:2526", help="host:port for smtp-sink")
     p.add_argument("--dns-trap", default="127.0.0.39:53", help="host:port of the DNS trap")
     args = p.parse_args(argv)
-    check_load_arguments(p, args)
-    try:
-        for name in ("postfix_addr", "ironpost_addr", "sink_addr", "dns_trap"):
-            setattr(args, name, split_addr(getattr(args, name)))
-    except (BenchError, ValueError) as exc:
-        p.error(str(exc))
+    require_positive(p, args, "messages", "sessions", "size", "rounds")
+    parse_addresses(p, args, "postfix_addr", "ironpost_addr", "sink_addr", "dns_trap")
     return args
-
-
-def make_server(name: str, root: Path, args: argparse.Namespace, main_cf: str) -> Server:
-    if name == "postfix":
-        host, port = args.postfix_addr
-        return PostfixInstance(root, host, port, main_cf=main_cf)
-    host, port = args.ironpost_addr
-    return IronpostInstance(root, host, port, args.ironpost_bin, main_cf=main_cf)
 
 
 def one_load(
     name: str, spec: LoadSpec, args: argparse.Namespace, base: Path, trap: DnsTrap
 ) -> RelayResult:
-    root = Path(tempfile.mkdtemp(prefix=f"relay-{name}-", dir=base))
-    server = make_server(name, root, args, relay_main_cf(args.sink_addr, args.dns_trap))
-    if port_open(server.host, server.port):
-        raise BenchError(f"{server.host}:{server.port} is already in use; stop what listens there")
-    sink = SmtpSink(*args.sink_addr)  # fresh per run, so its count is this run's
-    trap.reset()  # before the server starts: a lookup at startup counts too
-    try:
-        sink.start(spec.messages)
-        server.start()
-        result = run_relay(server, spec, sink, trap, args.timeout)
-    except BenchError as exc:
-        raise BenchError(f"{exc}\n(instance kept for inspection in {root})") from exc
-    finally:
-        server.stop()
-        time.sleep(0.2)  # let the sink count the sessions the server's exit closed
-        sink_err = sink.stop()
-    if sink_err:
-        print(f"  smtp-sink said: {sink_err[-500:]}", file=sys.stderr)
-    if sink.count != spec.messages:  # a late duplicate, after the figures were taken
-        raise BenchError(f"{name}: the sink ended with {sink.count} messages, {spec.messages} sent")
-    result = replace(result, sink_sessions=sink.sessions - 1)  # minus the readiness probe
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-    return result
+    main_cf = relay_main_cf(args.sink_addr, args.dns_trap)
+    with fresh_instance(name, args, base, f"relay-{name}-", main_cf) as server:
+        sink = SmtpSink(*args.sink_addr)  # fresh per run, so its count is this run's
+        trap.reset()  # before the server starts: a lookup at startup counts too
+        try:
+            sink.start(spec.messages)
+            server.start()
+            result = run_relay(server, spec, sink, trap, args.timeout)
+        finally:
+            server.stop()
+            time.sleep(0.2)  # let the sink count the sessions the server's exit closed
+            sink_err = sink.stop()
+        if sink_err:
+            print(f"  smtp-sink said: {sink_err[-500:]}", file=sys.stderr)
+        if sink.count != spec.messages:  # a late duplicate, after the figures were taken
+            raise BenchError(
+                f"{name}: the sink ended with {sink.count} messages, {spec.messages} sent"
+            )
+    return replace(result, sink_sessions=sink.sessions - 1)  # minus the readiness probe
 
 
 def summarise(results: list[RelayResult], modes: list[str]) -> list[dict[str, Any]]:
@@ -315,11 +264,6 @@ def summarise(results: list[RelayResult], modes: list[str]) -> list[dict[str, An
                 scale = 1000.0 if unit == "ms" else 1.0
                 medians[name] = statistics.median(values) * scale if values else None
             pf, ip = medians["postfix"], medians["ironpost"]
-            # The ratio always reads "how many times better ironpost is".
-            if pf is None or ip is None or (pf if not lower_is_better else ip) == 0:
-                ratio = None
-            else:
-                ratio = pf / ip if lower_is_better else ip / pf
             rows.append(
                 {
                     "mode": mode,
@@ -327,65 +271,27 @@ def summarise(results: list[RelayResult], modes: list[str]) -> list[dict[str, An
                     "unit": unit,
                     "postfix": pf,
                     "ironpost": ip,
-                    "ratio": ratio,
+                    "ratio": better(ip, pf, lower_is_better),
                 }
             )
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    def num(value: float | None) -> str:
+    def num(value: float | None, _: dict[str, Any]) -> str:
         return "pending" if value is None else f"{value:.0f}"
 
-    head = ("scenario", "unit", "Postfix", "ironpost", "ratio")
-    lines = [
-        (
-            f"{r['metric']}, {r['mode']}",
-            r["unit"],
-            num(r["postfix"]),
-            num(r["ironpost"]),
-            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
-        )
-        for r in rows
-    ]
-    return markdown_table(head, lines, left=(0, 1))
+    return figures_table(rows, lambda r: f"{r['metric']}, {r['mode']}", num, first="scenario")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("relay.py must run as root: it starts Postfix instances.", file=sys.stderr)
+    if (lineup := preflight("relay.py", args, check=need_smtp_sink)) is None:
         return 2
-    try:
-        ensure_tools()
-        if not shutil.which("smtp-sink"):
-            raise BenchError("smtp-sink not found (it comes with Debian's postfix package)")
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    servers = [args.only] if args.only else list(SERVERS)
-    skipped = None
-    if "ironpost" in servers and (why := ironpost_unavailable(args.ironpost_bin)):
-        if args.only == "ironpost":
-            print(f"error: {why}", file=sys.stderr)
-            return 2
-        skipped = why
-        servers.remove("ironpost")
-        print(f"NOTE: skipping ironpost: {why}. Postfix figures only (as with --only postfix).")
-
-    modes = {"new": [False], "reuse": [True], "both": [False, True]}[args.mode]
-    specs = [
-        LoadSpec(args.messages, args.sessions, args.size, reuse, recipient=RELAY_RECIPIENT)
-        for reuse in modes
-    ]
-    base = Path(tempfile.mkdtemp(prefix="ironpost-bench-relay-", dir=args.workdir))
-    base.chmod(0o755)  # unprivileged Postfix daemons must traverse it
+    specs = load_specs(args, RELAY_RECIPIENT)
+    base = work_dir("ironpost-bench-relay-", args.workdir)
     machine = machine_info()
-    print(
-        f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
-        f"Python {machine['python']}, Postfix {machine['postfix']}, ironpost {machine['ironpost']}"
-    )
+    print(describe(machine))
     sink_host, sink_port = args.sink_addr
     print(
         f"load: {args.messages} messages x {args.size} bytes over {args.sessions} sessions, "
@@ -393,18 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     results: list[RelayResult] = []
-    started = time.time()
     trap = DnsTrap(*args.dns_trap)
-    try:
+    with Rounds(args, lineup, base, on_exit=trap.stop) as rounds:
         trap.start()
-        for rnd in range(args.rounds):
-            order = servers if rnd % 2 == 0 else servers[::-1]
+        for rnd, order in rounds.order(lineup.servers):
             for spec in specs:
                 for name in order:
                     result = one_load(name, spec, args, base, trap)
                     results.append(result)
                     print(
-                        f"  round {rnd + 1} {name:8} {spec.mode:27} "
+                        f"  round {rnd} {name:8} {spec.mode:27} "
                         f"accepted {result.accepted_rate:6.0f} msg/s "
                         f"({result.accept_seconds:7.3f}s)  end to end "
                         f"{result.e2e_rate:6.0f} msg/s ({result.e2e_seconds:7.3f}s)  "
@@ -413,46 +317,35 @@ def main(argv: list[str] | None = None) -> int:
                         f"({result.sink_sessions} sink sessions)",
                         flush=True,
                     )
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if "ironpost" in servers and args.only is None:
-            print("(--only postfix measures Postfix alone)", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        trap.stop()
-    if not args.keep:
-        shutil.rmtree(base, ignore_errors=True)
+    if rounds.code:
+        return rounds.code
 
     rows = summarise(results, [s.mode for s in specs])
     print()
     print(table(rows))
-    report = {
-        "benchmark": "relay",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 1),
-        "machine": machine,
-        "load": {
-            "messages": args.messages,
-            "sessions": args.sessions,
-            "size": args.size,
-            "rounds": args.rounds,
-            "tool": "smtp-source",
-            "recipient": RELAY_RECIPIENT,
-            "sink": f"smtp-sink -c {sink_host}:{sink_port}",
-        },
-        "servers": servers,
-        "ironpost_skipped": skipped,
-        "summary": rows,
-        "runs": [r.as_dict() for r in results],
-        "main_cf": relay_main_cf(args.sink_addr, args.dns_trap),
-    }
-    out = args.output or RESULTS / time.strftime("relay-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten {out}")
+    write_result(
+        "relay",
+        rounds.started,
+        machine,
+        args.output,
+        load=load_fields(
+            args,
+            tool="smtp-source",
+            recipient=RELAY_RECIPIENT,
+            sink=f"smtp-sink -c {sink_host}:{sink_port}",
+        ),
+        servers=lineup.servers,
+        ironpost_skipped=lineup.skipped,
+        summary=rows,
+        runs=[r.as_dict() for r in results],
+        main_cf=relay_main_cf(args.sink_addr, args.dns_trap),
+    )
     return 0
+
+
+def need_smtp_sink() -> None:
+    if not shutil.which("smtp-sink"):
+        raise BenchError("smtp-sink not found (it comes with Debian's postfix package)")
 
 
 if __name__ == "__main__":

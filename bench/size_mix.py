@@ -31,39 +31,45 @@ Results go to bench/results/size_mix-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from accept import make_server, ratio
 from common import (
     MAIN_CF,
     MIB,
-    SERVERS,
     BenchError,
     LoadResult,
     LoadSpec,
     MemorySample,
     MemoryWatch,
     Server,
-    ensure_tools,
     machine_info,
-    markdown_table,
-    port_open,
     run_load,
     sample_group,
 )
-from ironpost_instance import IRONPOST, IronpostInstance, ironpost_unavailable
+from harness import (
+    Rounds,
+    add_addresses,
+    add_output_arguments,
+    add_server_choice,
+    better,
+    describe,
+    figures_table,
+    fresh_instance,
+    median,
+    new_parser,
+    parse_addresses,
+    preflight,
+    require_positive,
+    work_dir,
+    write_result,
+)
+from ironpost_instance import IronpostInstance
 from postfix_instance import PostfixInstance
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass(frozen=True)
@@ -159,13 +165,9 @@ def one_load(
     name: str, size: SizeClass, reuse: bool, args: argparse.Namespace, base: Path
 ) -> SizeResult:
     spec = LoadSpec(size.messages, size.sessions, size.size, reuse)
-    root = Path(tempfile.mkdtemp(prefix=f"size-{name}-", dir=base))
-    server = make_server(name, root, args)
-    if port_open(server.host, server.port):
-        raise BenchError(f"{server.host}:{server.port} is already in use; stop what listens there")
     idle = peak = after = None
     timeline: tuple[tuple[float, float, float], ...] = ()
-    try:
+    with fresh_instance(name, args, base, f"size-{name}-") as server:
         server.start()
         if size.size == MEMORY_SIZE:
             pgid = server_pgid(server)
@@ -178,12 +180,6 @@ def one_load(
             after = sample_group(pgid)
         else:
             load = run_load(server, spec, args.timeout)
-    except BenchError as exc:
-        raise BenchError(f"{exc}\n(instance kept for inspection in {root})") from exc
-    finally:
-        server.stop()
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
     return SizeResult(name, size.label, size.size, size.sessions, load, idle, peak, after, timeline)
 
 
@@ -191,8 +187,9 @@ def one_load(
 
 
 def _median(results: list[SizeResult], name: str, size: int, fn: Any) -> float | None:
-    values = [v for r in results if r.server == name and r.size == size if (v := fn(r)) is not None]
-    return statistics.median(values) if values else None
+    return median(
+        [v for r in results if r.server == name and r.size == size if (v := fn(r)) is not None]
+    )
 
 
 def summarise(results: list[SizeResult], sizes: tuple[SizeClass, ...]) -> list[dict[str, Any]]:
@@ -208,7 +205,7 @@ def summarise(results: list[SizeResult], sizes: tuple[SizeClass, ...]) -> list[d
                 "unit": unit,
                 "postfix": pf,
                 "ironpost": ip,
-                "ratio": ratio(pf, ip) if lower else ratio(ip, pf),
+                "ratio": better(ip, pf, lower),
             }
         )
 
@@ -240,23 +237,12 @@ def summarise(results: list[SizeResult], sizes: tuple[SizeClass, ...]) -> list[d
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    def num(value: float | None) -> str:
+    def num(value: float | None, _: dict[str, Any]) -> str:
         if value is None:
             return "pending"
         return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
-    head = ("figure", "unit", "Postfix", "ironpost", "ratio")
-    lines = [
-        (
-            f"{r['metric']}, {r['size']}",
-            r["unit"],
-            num(r["postfix"]),
-            num(r["ironpost"]),
-            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
-        )
-        for r in rows
-    ]
-    return markdown_table(head, lines, left=(0, 1))
+    return figures_table(rows, lambda r: f"{r['metric']}, {r['size']}", num)
 
 
 def verdicts(rows: list[dict[str, Any]], budget_mib: float) -> list[str]:
@@ -280,67 +266,40 @@ def verdicts(rows: list[dict[str, Any]], budget_mib: float) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = new_parser(__doc__)
     p.add_argument("--quick", action="store_true", help="a tenth of the messages, 1 round")
     p.add_argument("--rounds", type=int, default=None, help="rounds, medians (3; 1 with --quick)")
     p.add_argument("--mode", choices=("new", "reuse"), default="reuse", help="load mode (reuse)")
-    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
-    p.add_argument("--ironpost-bin", type=Path, default=IRONPOST, help="the ironpost command")
-    p.add_argument("--postfix-addr", default="127.0.0.50:2525", help="host:port for Postfix")
-    p.add_argument("--ironpost-addr", default="127.0.0.51:2525", help="host:port for ironpost")
+    add_server_choice(p)
+    add_addresses(p, "127.0.0.50:2525", "127.0.0.51:2525")
     p.add_argument("--rss-budget-mib", type=float, default=4.0, help="'a few MiB' (4)")
     p.add_argument("--timeout", type=float, default=900.0, help="per-load limit in seconds")
-    p.add_argument("--workdir", type=Path, default=None, help="where instance dirs go (/tmp)")
-    p.add_argument("--keep", action="store_true", help="keep instance dirs (queues, logs)")
-    p.add_argument("--output", type=Path, default=None, help="JSON path (bench/results/...)")
+    add_output_arguments(p)
     args = p.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
-    if args.rounds < 1:
-        p.error("--rounds must be >= 1")
+    require_positive(p, args, "rounds")
+    parse_addresses(p, args, "postfix_addr", "ironpost_addr", loopback=False)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("size_mix.py must run as root: it starts Postfix instances.", file=sys.stderr)
+    if (lineup := preflight("size_mix.py", args)) is None:
         return 2
-    try:
-        ensure_tools()
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    servers = [args.only] if args.only else list(SERVERS)
-    skipped = None
-    if "ironpost" in servers and (why := ironpost_unavailable(args.ironpost_bin)):
-        if args.only == "ironpost":
-            print(f"error: {why}", file=sys.stderr)
-            return 2
-        skipped = why
-        servers.remove("ironpost")
-        print(f"NOTE: skipping ironpost: {why}. Postfix figures only (as with --only postfix).")
-
     sizes = SIZES
     if args.quick:
         sizes = tuple(SizeClass(s.label, s.size, s.messages // 10, s.sessions) for s in SIZES)
     reuse = args.mode == "reuse"
-    base = Path(tempfile.mkdtemp(prefix="ironpost-bench-size-", dir=args.workdir))
-    base.chmod(0o755)  # unprivileged Postfix daemons must traverse it
+    base = work_dir("ironpost-bench-size-", args.workdir)
     machine = machine_info()
-    print(
-        f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
-        f"Python {machine['python']}, Postfix {machine['postfix']}, ironpost {machine['ironpost']}"
-    )
+    print(describe(machine))
     load_desc = ", ".join(f"{s.messages} x {s.label} over {s.sessions}" for s in sizes)
     print(f"load: {load_desc} sessions, {args.mode}, {args.rounds} round(s); work dir {base}")
 
     results: list[SizeResult] = []
-    started = time.time()
-    try:
-        for rnd in range(args.rounds):
-            order = servers if rnd % 2 == 0 else servers[::-1]
+    with Rounds(args, lineup, base) as rounds:
+        for rnd, order in rounds.order(lineup.servers):
             for size in sizes:
                 for name in order:
                     r = one_load(name, size, reuse, args, base)
@@ -353,20 +312,13 @@ def main(argv: list[str] | None = None) -> int:
                             f"({r.peak.procs} procs)"
                         )
                     print(
-                        f"  round {rnd + 1} {name:8} {size.label:6} accepted "
+                        f"  round {rnd} {name:8} {size.label:6} accepted "
                         f"{r.accepted_mbps:7.2f} MB/s ({r.load.accept_seconds:7.3f}s)  "
                         f"end to end {r.e2e_mbps:7.2f} MB/s ({r.load.e2e_seconds:7.3f}s){mem}",
                         flush=True,
                     )
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if "ironpost" in servers and args.only is None:
-            print("(--only postfix measures Postfix alone)", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if not args.keep:
-        shutil.rmtree(base, ignore_errors=True)
+    if rounds.code:
+        return rounds.code
 
     rows = summarise(results, sizes)
     print()
@@ -374,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     notes = verdicts(rows, args.rss_budget_mib)
     print()
     print("\n".join(notes))
-    report = {
-        "benchmark": "size_mix",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 1),
-        "machine": machine,
-        "load": {
+    write_result(
+        "size_mix",
+        rounds.started,
+        machine,
+        args.output,
+        load={
             "sizes": [asdict(s) for s in sizes],
             "mode": args.mode,
             "rounds": args.rounds,
@@ -388,17 +340,13 @@ def main(argv: list[str] | None = None) -> int:
             "memory_sampling": "VmRSS, VmHWM, Pss of the server's process group every 0.1 s",
             "rss_budget_mib": args.rss_budget_mib,
         },
-        "servers": servers,
-        "ironpost_skipped": skipped,
-        "summary": rows,
-        "verdicts": notes,
-        "runs": [r.as_dict() for r in results],
-        "main_cf": MAIN_CF,
-    }
-    out = args.output or RESULTS / time.strftime("size_mix-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten {out}")
+        servers=lineup.servers,
+        ironpost_skipped=lineup.skipped,
+        summary=rows,
+        verdicts=notes,
+        runs=[r.as_dict() for r in results],
+        main_cf=MAIN_CF,
+    )
     return 0
 
 
