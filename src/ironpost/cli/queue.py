@@ -8,16 +8,19 @@ Every subcommand opens the queue database with its own connection and a busy tim
 so it works while the server runs; a bulk action is one transaction. After a change
 that makes mail due (release, requeue, flush) the server is poked through its trigger
 socket; if it is not running, the change simply takes effect when it starts.
-Formatting is done by pure functions, tested without a database.
+Formatting is done by pure functions, tested without a database. ``list`` streams: the
+store hands over only the columns mailq prints, row by row (no envelope is decoded),
+and the text goes out in large chunks as it is made.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +28,7 @@ from typing import Any, TextIO
 
 from ironpost.cli.common import add_config_option, load_or_exit
 from ironpost.queue.model import QueuedMessage, QueueState, RecipientStatus
+from ironpost.queue.records import ListingRow
 from ironpost.queue.shape import (
     DEFAULT_BUCKET_MINUTES,
     DEFAULT_STATES,
@@ -58,43 +62,134 @@ def asctime(epoch: float) -> str:
     )
 
 
+_SECONDS = tuple(f"{n:02d}" for n in range(60))
+
+
+class _Stamps:
+    """:func:`asctime` for a whole listing: one ``localtime()`` per minute, not per message
+    (in a queue that built up over days almost every arrival is a second of its own).
+    Exact: a minute is served from the cache only when local time runs in step with it,
+    its first second reading :00 and its last :59 at one UTC offset (so no offset change,
+    nor an offset with seconds, falls inside it); any other minute is computed per second."""
+
+    def __init__(self) -> None:
+        self._minutes: dict[int, tuple[str, str] | None] = {}
+
+    def __call__(self, epoch: float) -> str:
+        minute, second = divmod(int(epoch // 1), 60)
+        try:
+            parts = self._minutes[minute]
+        except KeyError:
+            parts = self._minutes[minute] = self._minute(minute * 60)
+        if parts is None:
+            return asctime(epoch)
+        return parts[0] + _SECONDS[second] + parts[1]
+
+    @staticmethod
+    def _minute(start: int) -> tuple[str, str] | None:
+        first, last = time.localtime(start), time.localtime(start + 59)
+        if first.tm_sec != 0 or last.tm_sec != 59 or first.tm_gmtoff != last.tm_gmtoff:
+            return None
+        text = asctime(start)  # "Mon Jan  5 10:23:00 2024": keep all but the seconds
+        return text[:17], text[19:]
+
+
 def _printable(text: str) -> str:
     # Like Postfix's printable(): addresses come from the network; never let control
     # characters reach the administrator's terminal.
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
+_MARKS = {QueueState.ACTIVE.value: "*", QueueState.HOLD.value: "!"}
+_CHUNK_LINES = 8192  # lines buffered between writes: few syscalls, bounded memory
+
+
+def write_mailq(rows: Iterable[ListingRow], out: TextIO, *, long_ids: bool) -> int:
+    """Write the queue listing, byte for byte in Postfix's ``mailq`` layout, from the
+    store's listing rows (:func:`ironpost.queue.records.listing_rows`: grouped by message,
+    one per live recipient; a row whose address is None is a message without one), as
+    they come, in large chunks. Returns the number of messages listed.
+
+    Per row it does only what the layout needs: no envelope is decoded, a reason line is
+    formatted once per distinct reason, arrival stamps with one localtime() a minute."""
+    string_fmt, sender_fmt, _ = _LONG if long_ids else _SHORT
+    pad = string_fmt % ("", "", "", "")  # the recipient column's indent
+    reason_lines: dict[str, str] = {}
+    stamp_of = _Stamps()
+    stamp = ""
+    last_second: float | None = None
+    buf: list[str] = []
+    append = buf.append
+    count = total = 0
+    current: str | None = None
+    saved_reason = ""
+    # The loop runs once per recipient: the common cases are tested inline (isprintable,
+    # dict hits) and the rare ones call out.
+    for message_id, state, size, arrival, sender, address, reason in rows:
+        if message_id != current:
+            current = message_id
+            if count:
+                append("")
+                if len(buf) >= _CHUNK_LINES:
+                    out.write("\n".join(buf) + "\n")
+                    buf.clear()
+            else:
+                append(string_fmt % (_LONG_HEAD if long_ids else _SHORT_HEAD))
+            count += 1
+            total += size
+            # localtime() ignores fractions, so one stamp serves a whole second, and
+            # messages listed in arrival order often share it.
+            second = arrival // 1
+            if second != last_second:
+                last_second = second
+                stamp = stamp_of(second)
+            if not sender.isprintable():
+                sender = _printable(sender)
+            mark = _MARKS.get(state, "")
+            append((sender_fmt % (message_id + mark, size, stamp, sender or EMPTY_SENDER)).rstrip())
+            saved_reason = ""
+        if address is None:
+            continue
+        why = reason or ""
+        if not why.isprintable():
+            why = _printable(why)
+        if why != saved_reason:
+            saved_reason = why
+            line = reason_lines.get(why)
+            if line is None:
+                line = reason_lines[why] = f"({why or 'reason unavailable'})".rjust(78)
+            append(line)
+        if not address.isprintable():
+            address = _printable(address)
+        append((pad + address).rstrip())
+    if not count:
+        out.write("Mail queue is empty\n")
+        return 0
+    append("")
+    append(f"-- {total // 1024} Kbytes in {count} Request{'' if count == 1 else 's'}.")
+    out.write("\n".join(buf) + "\n")
+    return count
+
+
+def _listing_rows(messages: Sequence[QueuedMessage]) -> Iterator[ListingRow]:
+    # Decoded messages as the store's listing rows, so that both paths share one formatter.
+    for m in messages:
+        live = [r for r in m.recipients if not r.status.is_final]  # done ones are not shown
+        head = (m.id, m.state.value, m.size, m.envelope.arrival, m.envelope.sender)
+        if not live:
+            yield (*head, None, None)
+        for r in live:
+            deferred = r.status is RecipientStatus.DEFERRED
+            yield (*head, r.spec.address, r.last_reply if deferred else None)
+
+
 def format_mailq(messages: Sequence[QueuedMessage], *, long_ids: bool | None = None) -> str:
-    """The queue listing, byte for byte in Postfix's ``mailq`` layout."""
-    if not messages:
-        return "Mail queue is empty\n"
+    """The queue listing of decoded messages, byte for byte in Postfix's ``mailq`` layout."""
     if long_ids is None:
         long_ids = any(len(m.id) > 10 for m in messages)
-    string_fmt, sender_fmt, _ = _LONG if long_ids else _SHORT
-    out = [string_fmt % (_LONG_HEAD if long_ids else _SHORT_HEAD)]
-    total = 0
-    for n, m in enumerate(messages):
-        if n:
-            out.append("")
-        mark = {QueueState.ACTIVE: "*", QueueState.HOLD: "!"}.get(m.state, "")
-        sender = _printable(m.envelope.sender) or EMPTY_SENDER
-        out.append(sender_fmt % (m.id + mark, m.size, asctime(m.envelope.arrival), sender))
-        saved_reason = ""
-        for r in m.recipients:
-            if r.status.is_final:
-                continue  # done recipients are not shown, as in Postfix
-            why = (r.last_reply or "") if r.status is RecipientStatus.DEFERRED else ""
-            why = _printable(why)
-            if why != saved_reason:
-                saved_reason = why
-                shown = why or "reason unavailable"
-                out.append(" " * max(0, 76 - len(shown)) + f"({shown})")
-            out.append(string_fmt % ("", "", "", _printable(r.spec.address)))
-        total += m.size
-    out.append("")
-    count = len(messages)
-    out.append(f"-- {total // 1024} Kbytes in {count} Request{'' if count == 1 else 's'}.")
-    return "\n".join(line.rstrip() for line in out) + "\n"
+    out = io.StringIO()
+    write_mailq(_listing_rows(messages), out, long_ids=long_ids)
+    return out.getvalue()
 
 
 def _iso(epoch: float) -> str:
@@ -179,8 +274,13 @@ def format_stats(counts: dict[QueueState, int]) -> str:
 
 
 def cmd_list(store: SqliteQueue, *, as_json: bool, out: TextIO) -> int:
-    messages = store.list_messages()
-    out.write(format_json(messages) if as_json else format_mailq(messages))
+    if as_json:
+        out.write(format_json(store.list_messages()))
+        return 0
+    # Streamed from the store: at 100,000 messages, decoding every envelope into dataclasses
+    # and building the whole text first took seconds.
+    long_ids = store.has_id_longer_than(_SHORT[2])
+    store.scan_listing(lambda rows: write_mailq(rows, out, long_ids=long_ids))
     return 0
 
 

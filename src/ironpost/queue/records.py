@@ -1,5 +1,6 @@
 """SQLite queue records: the schema and its upgrades, row decoding, the write jobs of the
-queue, and the administrative selections and bulk operations.
+queue, the administrative selections and bulk operations, and the read-only queries of
+``queue list`` (mailq) and ``queue stats`` (qshape).
 
 Everything here is plain functions of a ``sqlite3.Connection``; the engine
 (:mod:`ironpost.queue.sqlite`) decides on which thread and in which transaction they run.
@@ -510,3 +511,44 @@ def shape_rows(
         if state in wanted:
             merged[(str(key), int(b))] = merged.get((str(key), int(b)), 0) + int(count)
     return [(k, b, c) for (k, b), c in merged.items()]
+
+
+# -- the mailq listing (read only) ------------------------------------------------------
+
+# (message id, state, size, arrival, sender, address, reason): one row per recipient still
+# to be delivered, in queue-id then recipient order; the reason is the last reply of a
+# DEFERRED recipient (None for a PENDING one), which is all mailq shows of its status.
+ListingRow = tuple[str, str, int, float, str, str | None, str | None]
+
+# Only the columns mailq prints, never the envelope JSON: decoding 100,000 envelopes was
+# most of the listing's time. The order is the recipients primary key's, so the plan is
+# one index scan with a primary-key lookup per row and no sort. CORRUPT is excluded with
+# "!=", which no index serves: "state IN (...)" would lead the planner to the
+# (state, next_attempt) index and a sort of the whole result.
+_LISTING_SQL = (
+    "SELECT r.message_id, m.state, m.size, m.arrival, m.sender, r.address,"
+    " CASE WHEN r.status = ? THEN r.last_reply END"
+    " FROM recipients r JOIN messages m ON m.id = r.message_id"
+    f" WHERE r.status IN ({_marks(_LIVE)}) AND m.state != ?"
+    " ORDER BY r.message_id, r.idx"
+)
+
+
+def listing_rows(conn: sqlite3.Connection) -> Iterable[ListingRow]:
+    """The mailq listing's rows, streamed from the database (a cursor: consume it inside
+    the read transaction that opened it). A message appears only through its live
+    recipients; by the store's invariants every message has one (a message whose
+    recipients are all final is deleted)."""
+    cursor: Iterable[ListingRow] = conn.execute(
+        _LISTING_SQL, (RecipientStatus.DEFERRED.value, *_LIVE, QueueState.CORRUPT.value)
+    )
+    return cursor
+
+
+def has_id_longer_than(conn: sqlite3.Connection, length: int) -> bool:
+    """Whether any listed (not CORRUPT) message has an id longer than ``length``."""
+    row = conn.execute(
+        "SELECT 1 FROM messages WHERE LENGTH(id) > ? AND state != ? LIMIT 1",
+        (length, QueueState.CORRUPT.value),
+    ).fetchone()
+    return row is not None
