@@ -1,8 +1,9 @@
-"""``ironpost_workers = 2`` on a real ironpost: a master and one SMTP worker process
-sharing the listener through SO_REUSEPORT.
+"""``ironpost_workers = 2`` on a real ironpost: two SMTP worker processes sharing the
+listener through SO_REUSEPORT, and the master (queue authority, deliveries) serving none.
 
-- 200 messages over many connections are each delivered exactly once, and both
-  processes served connections (the pids in the maillog's ``smtpd[pid]`` tags);
+- 200 messages over many connections are each delivered exactly once, both workers
+  served connections and the master none (the pids in the maillog's ``smtpd[pid]``
+  tags);
 - SIGTERM stops every process (nothing of it is left in /proc);
 - kill -9 of the worker: the master logs it, Postfix-style, restarts it, and the new
   worker serves; kill -9 of the master: the worker exits;
@@ -30,14 +31,14 @@ import pytest
 from mta_harness import HOST, Mta, MtaFactory, _env, write_config
 
 WORKERS = "ironpost_workers = 2\n"
-STARTED = re.compile(r"master\[(\d+)\]: worker 1 started: pid (\d+)")
+STARTED = re.compile(r"master\[(\d+)\]: worker \d+ started: pid (\d+)")
 
 
 def _pids(mta: Mta, timeout: float = 10.0) -> tuple[int, list[int]]:
     """(master pid, worker pids in start order) from the maillog."""
     assert mta.log_has("daemon started", "worker started", timeout=timeout), mta.maillog
+    assert _wait(lambda: len(STARTED.findall(mta.maillog)) >= 2, timeout=timeout)
     found = STARTED.findall(mta.maillog)
-    assert found
     return int(found[0][0]), [int(w) for _, w in found]
 
 
@@ -96,8 +97,9 @@ def _served_by(mta: Mta, pid: int) -> bool:
 
 def test_two_processes_deliver_every_message_exactly_once(mta_factory: type[MtaFactory]) -> None:
     mta = mta_factory.start(WORKERS)
-    master, [worker] = _pids(mta)
-    assert _workers_of(master) == [worker]
+    master, workers = _pids(mta)
+    assert len(workers) == 2
+    assert sorted(_workers_of(master)) == sorted(workers)
 
     # 80 connections: 60 with one message, 20 with seven (new-connection and reuse).
     batches = [[f"m{i}"] for i in range(60)]
@@ -111,34 +113,36 @@ def test_two_processes_deliver_every_message_exactly_once(mta_factory: type[MtaF
     time.sleep(0.5)  # a duplicate would show up now
     assert sorted(_subjects(mta.messages("alice"))) == wanted
     assert len(messages) == 200
-    # The kernel spread the connections over both processes.
-    assert mta.log_has(f"smtpd[{master}]: connect from", f"smtpd[{worker}]: connect from")
+    # The kernel spread the connections over both workers; the master served none.
+    assert mta.log_has(*(f"smtpd[{pid}]: connect from" for pid in workers))
+    assert not _served_by(mta, master)
 
     assert mta.process is not None
     mta.process.send_signal(signal.SIGTERM)
     assert mta.process.wait(timeout=20) == 0
-    assert _wait(lambda: not _alive(worker))
+    assert _wait(lambda: not any(_alive(pid) for pid in workers))
     assert _workers_of(master) == []
     log = mta.maillog
-    assert f"smtpd[{worker}]: terminating on signal 15" in log
+    for pid in workers:
+        assert f"smtpd[{pid}]: terminating on signal 15" in log
     assert f"master[{master}]: daemon stopped" in log
     assert "warning: process" not in log  # a stop is not a crash
 
 
 def test_a_killed_worker_is_restarted_and_serves(mta_factory: type[MtaFactory]) -> None:
     mta = mta_factory.start(WORKERS)
-    master, [worker] = _pids(mta)
+    master, [worker, other] = _pids(mta)
     os.kill(worker, signal.SIGKILL)
     assert mta.log_has(
         f"master[{master}]: warning: process ironpost/smtpd pid {worker} killed by signal 9",
         "restarting worker 1 in",
         timeout=10,
     )
-    assert _wait(lambda: len(_pids(mta)[1]) == 2, timeout=15)
-    new = _pids(mta)[1][1]
-    assert new != worker
+    assert _wait(lambda: len(_pids(mta)[1]) == 3, timeout=15)
+    new = _pids(mta)[1][2]
+    assert new not in (worker, other)
     assert mta.log_has(f"smtpd[{new}]: worker started -- master pid {master}", timeout=15)
-    assert _workers_of(master) == [new]
+    assert sorted(_workers_of(master)) == sorted([new, other])
 
     # Service goes on, and the new worker takes its share of the connections.
     sent = _send_until_served(mta, [new])
@@ -147,12 +151,12 @@ def test_a_killed_worker_is_restarted_and_serves(mta_factory: type[MtaFactory]) 
 
 def test_the_worker_exits_when_the_master_is_killed(mta_factory: type[MtaFactory]) -> None:
     mta = mta_factory.start(WORKERS)
-    master, [worker] = _pids(mta)
+    master, workers = _pids(mta)
     mta.kill9()
-    # PDEATHSIG: SIGTERM; it drains (nothing open) and exits.
-    assert _wait(lambda: not _alive(worker), timeout=15)
+    # PDEATHSIG: SIGTERM; each drains (nothing open) and exits.
+    assert _wait(lambda: not any(_alive(pid) for pid in workers), timeout=15)
     assert _workers_of(master) == []
-    assert mta.log_has(f"smtpd[{worker}]: terminating on signal 15")
+    assert mta.log_has(*(f"smtpd[{pid}]: terminating on signal 15" for pid in workers))
 
 
 def test_one_process_is_the_default(mta: Mta) -> None:
@@ -213,11 +217,12 @@ def test_started_as_root_every_process_serves_as_mail_owner(world_dir: Path) -> 
     nobody = pwd.getpwnam("nobody")
     mta = _as_nobody(world_dir)
     try:
-        master, [worker] = _pids(mta)
+        master, workers = _pids(mta)
         assert _uids(master) == [str(nobody.pw_uid)] * 4
-        assert _wait(lambda: _uids(worker) == [str(nobody.pw_uid)] * 4)
-        assert mta.log_has(f"smtpd[{worker}]: running as nobody")
-        sent = _send_until_served(mta, [master, worker])
+        for pid in workers:
+            assert _wait(lambda pid=pid: _uids(pid) == [str(nobody.pw_uid)] * 4)
+            assert mta.log_has(f"smtpd[{pid}]: running as nobody")
+        sent = _send_until_served(mta, workers)
         assert sorted(_subjects(mta.wait_for_messages("alice", len(sent), timeout=30))) == sent
     finally:
         mta.stop()
@@ -233,10 +238,10 @@ def test_a_worker_restarted_after_the_drop_serves(world_dir: Path) -> None:
     nobody = pwd.getpwnam("nobody")
     mta = _as_nobody(world_dir)
     try:
-        master, [worker] = _pids(mta)
+        master, [worker, _other] = _pids(mta)
         os.kill(worker, signal.SIGKILL)  # restarted by a master that is no longer root
-        assert _wait(lambda: len(_pids(mta)[1]) == 2, timeout=15), mta.maillog
-        new = _pids(mta)[1][1]
+        assert _wait(lambda: len(_pids(mta)[1]) == 3, timeout=15), mta.maillog
+        new = _pids(mta)[1][2]
         assert mta.log_has(f"smtpd[{new}]: worker started", timeout=15)
         assert _uids(new) == [str(nobody.pw_uid)] * 4
         sent = _send_until_served(mta, [new])

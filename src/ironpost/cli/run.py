@@ -9,11 +9,11 @@ opens anything, takes the pid file (``cli.control``), and leaves the drop itself
 the server, which does it after binding and before serving.
 
 ``--workers N`` (``ironpost_workers``; 0 = one per CPU) > 1: before any event loop
-starts, every listener is bound once per process with SO_REUSEPORT; the master keeps
-one set and starts N-1 SMTP worker processes (``server.workers``), each a fresh
+starts, every listener is bound once per worker with SO_REUSEPORT, and the master starts
+N SMTP worker processes (``server.workers``), each a fresh
 ``ironpost run --worker-of PID --listen-fds JSON`` holding only its own set. The master
-alone holds the pid file, so ``ironpost stop/status/reload`` act on it and it forwards
-the signal to its workers.
+serves no SMTP: it is the queue authority and delivers. It alone holds the pid file, so
+``ironpost stop/status/reload`` act on it and it forwards the signal to its workers.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def add_parser(sub: Any) -> None:
         type=int,
         metavar="N",
         default=None,
-        help="SMTP processes (default: ironpost_workers, 1; 0 = one per CPU): the master"
-        " and N-1 workers sharing the listeners with SO_REUSEPORT",
+        help="SMTP processes (default: ironpost_workers, 1; 0 = one per CPU); N > 1: N"
+        " workers share the listeners with SO_REUSEPORT and the master delivers",
     )
     # Internal: how the master starts a worker (server.workers.WorkerPool).
     p.add_argument("--worker-of", type=int, metavar="PID", default=None, help=argparse.SUPPRESS)
@@ -141,17 +141,19 @@ def run(args: argparse.Namespace) -> int:
             binds = [(h, svc.port) for svc in loaded.services for h in svc.bind_hosts()]
             sets = bind_sets(binds, processes)
             pool = WorkerPool(
-                sets[1:],
+                sets,
                 lambda fds: _worker_argv(args, fds),
                 log=lambda text: maillog.emit("master", text),
             )
-            print(f"ironpost: processes: {processes} (master + workers)", file=sys.stderr)
+            print(
+                f"ironpost: processes: the master (queue, delivery) and {processes} SMTP workers",
+                file=sys.stderr,
+            )
         server = MtaServer(
             loaded,
             maillog,
             mail_owner=plan.account,
             load_config=lambda: load(config_dir, data_dir=data_arg),
-            sockets=sets[0] if sets else None,
             workers=pool,
         )
         _event_loop_runner()(server.run())

@@ -41,11 +41,12 @@ PROCESS: tuple[Param, ...] = (
     i(
         "ironpost_workers",
         "1",
-        "SMTP processes sharing the listeners (SO_REUSEPORT): the master, the one queue"
-        " authority, plus N-1 SMTP-only workers; 0 = one per CPU; `ironpost run --workers N`"
-        " overrides it. Anvil limits, AUTH bans and connection limits are counted per"
-        " process (each process allows the full limit), and the smtpd metrics cover the"
-        " master's sessions only: hence the default of 1.",
+        "SMTP processes sharing the listeners (SO_REUSEPORT); 1 = one process does"
+        " everything; N > 1 = N SMTP-only workers plus the master, the one queue authority,"
+        " which delivers; 0 = one worker per CPU; `ironpost run --workers N` overrides it."
+        " Anvil limits, AUTH bans and connection limits are counted per worker (each allows"
+        " the full limit), and /metrics has no per-session smtpd counters: hence the"
+        " default of 1.",
         lo=0,
         hi=64,
         origin="ironpost",

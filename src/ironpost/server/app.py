@@ -27,11 +27,14 @@ Lifecycle invariants:
   (at-least-once).
 
 Processes (``ironpost_workers``, :mod:`server.workers`): with one process (the default)
-this object is the whole MTA. With N > 1 the master's MtaServer (``workers=`` a pool)
-stays the one queue authority (recovery, queue manager, trigger socket, metrics) and
-serves SMTP on its own SO_REUSEPORT sockets; each worker's MtaServer (``worker_of=`` the
-master's pid) serves SMTP only, commits to the same queue file through its own writer
-and pokes the master after each commit. Signals reach the workers through the master.
+this object is the whole MTA. With N > 1 the master's MtaServer (``workers=`` a pool of
+N SMTP workers) is the one queue authority (recovery, queue manager and deliveries,
+trigger socket, metrics) and serves no SMTP itself, as Postfix's master and qmgr leave
+smtpd to their own processes: deliveries get a core of their own instead of slowing the
+master's share of the sessions. Each worker's MtaServer (``worker_of=`` the master's
+pid) serves SMTP only on its SO_REUSEPORT sockets, commits to the same queue file
+through its own writer and pokes the master after each commit. Signals reach the
+workers through the master.
 """
 
 from __future__ import annotations
@@ -106,8 +109,9 @@ class MtaServer:
         worker_of: int | None = None,
     ) -> None:
         """``sockets``: listening sockets bound before the loop (SO_REUSEPORT, one set
-        per process); binds without one are bound here. ``workers``: the master's pool
-        of SMTP worker processes. ``worker_of``: this process is a worker of that pid."""
+        per worker); binds without one are bound here. ``workers``: the master's pool of
+        SMTP worker processes (the master then serves no SMTP). ``worker_of``: this
+        process is a worker of that pid."""
         self.loaded = loaded
         self.settings = loaded.settings
         self.maillog = maillog
@@ -118,6 +122,7 @@ class MtaServer:
         self._reuse_port = sockets is not None
         self._pool = workers
         self._worker_of = worker_of
+        self._serves_smtp = workers is None  # a master with workers leaves SMTP to them
         self._servers: dict[Bind, list[asyncio.base_events.Server]] = {}
         self._fronts: dict[Bind, ssl.SSLContext] = {}  # wrapper-mode listeners' contexts
         self._live: set[_LiveSession] = set()
@@ -160,8 +165,9 @@ class MtaServer:
         pool = self._pool
         try:
             gen = self._gen = await self._builder.build(self.loaded)
-            for bind, (service, ctx) in gen.listeners.items():
-                await self._listen(bind, service, ctx, gen, start=False)
+            if self._serves_smtp:
+                for bind, (service, ctx) in gen.listeners.items():
+                    await self._listen(bind, service, ctx, gen, start=False)
             # sendmail and the queue CLI poke this socket after they change the queue.
             trigger = None
             if not worker:
@@ -331,33 +337,35 @@ class MtaServer:
         self._tracker.total = s.integer("smtpd_connection_limit")
         if AnvilConfig.from_settings(s) != self.anvil.config:
             self.maillog.emit("master", "warning: anvil limits changed: restart to apply them")
+        if self._pool is not None:
+            for bind in [b for b in old.listeners if b not in gen.listeners]:
+                self._pool.forget(bind)  # its workers' sockets would queue connections
         for bind in [b for b in self._servers if b not in gen.listeners]:
             for server in self._servers.pop(bind):
                 server.close()
             self._fronts.pop(bind, None)
-            if self._pool is not None:
-                self._pool.forget(bind)  # its workers' sockets would queue connections
             self.maillog.emit("master", f"no longer listening on {bind[0]}:{bind[1]}")
-        for bind, (service, ctx) in gen.listeners.items():
-            if bind not in self._servers:
-                try:
-                    await self._listen(bind, service, ctx, gen, start=True)
-                except OSError as exc:
+        if self._serves_smtp:  # else the workers apply the new listeners themselves
+            for bind, (service, ctx) in gen.listeners.items():
+                if bind not in self._servers:
+                    try:
+                        await self._listen(bind, service, ctx, gen, start=True)
+                    except OSError as exc:
+                        self.maillog.emit(
+                            "master",
+                            f"warning: cannot listen on {bind[0]}:{bind[1]}: {exc};"
+                            " restart ironpost to apply",
+                        )
+                elif (bind in self._fronts) != ctx.options.wrappermode:
                     self.maillog.emit(
                         "master",
-                        f"warning: cannot listen on {bind[0]}:{bind[1]}: {exc};"
-                        " restart ironpost to apply",
+                        f"warning: {bind[0]}:{bind[1]}: a change of wrapper mode needs a restart",
                     )
-            elif (bind in self._fronts) != ctx.options.wrappermode:
-                self.maillog.emit(
-                    "master",
-                    f"warning: {bind[0]}:{bind[1]}: a change of wrapper mode needs a restart",
-                )
-            elif bind in self._fronts and bind in gen.wrapper_certs:
-                # The listening socket keeps its SSLContext: load the (renewed) files
-                # into it. Handshakes from now on present the new certificate.
-                chain, key = gen.wrapper_certs[bind]
-                self._fronts[bind].load_cert_chain(chain, key or None)
+                elif bind in self._fronts and bind in gen.wrapper_certs:
+                    # The listening socket keeps its SSLContext: load the (renewed) files
+                    # into it. Handshakes from now on present the new certificate.
+                    chain, key = gen.wrapper_certs[bind]
+                    self._fronts[bind].load_cert_chain(chain, key or None)
         # The old queue manager stops claiming and finishes what it holds; the new one
         # claims from now on (a claim moves mail to the active queue: never both).
         if gen.runner is None or old.runner is None:

@@ -3,15 +3,16 @@ SO_REUSEPORT, and the master's supervision of the workers.
 
 Roles: the **master** is the one queue authority. It alone recovers the active queue at
 start, runs the queue manager (claims, deliveries), the trigger socket and the metrics
-endpoint. It also serves SMTP. Each **worker** serves SMTP only: it opens its own
+endpoint, and serves no SMTP (its deliveries would slow its share of the sessions, and
+the kernel gives every socket the same share). Each **worker** serves SMTP only: it opens its own
 connection to the queue database, commits through its own group-commit writer (SQLite
 serialises the writers; the busy timeout absorbs the waits) and, after a commit, pokes
 the master through the trigger socket (:class:`MasterPoke`) instead of waking a queue
 manager of its own.
 
 How a worker comes to life: before any event loop runs, the master binds every listener
-once per process with SO_REUSEPORT (:func:`bind_sets`), so the kernel spreads incoming
-connections over the processes. A worker is a fresh interpreter
+once per worker with SO_REUSEPORT (:func:`bind_sets`), so the kernel spreads incoming
+connections over the workers. A worker is a fresh interpreter
 (``ironpost run --worker-of PID --listen-fds JSON``) started with ``pass_fds`` carrying
 only its own set of sockets: nothing else of the master (its SQLite connection, its
 threads, its event loop) crosses into it. The same path serves the first start (the
