@@ -161,14 +161,26 @@ async def evaluate_dmarc(
     rand: Callable[[], float] = random.random,
 ) -> DmarcResult:
     """DMARC for one RFC5322.From domain, given the SPF and DKIM results of the message."""
-    domain = from_domain.rstrip(".").lower()
-    if not domain or "." not in domain:
-        return DmarcResult("permerror", domain, reason="no usable From domain")
+    domain, unusable = _domain(from_domain)
+    if unusable is not None:
+        return unusable
     try:
         record, at_org = await discover(resolver, domain)
     except LookupError:
-        return DmarcResult("temperror", domain, reason="DNS failure looking up the policy")
+        return _lookup_failed(domain)
     return _decide(domain, record, at_org, spf, dkim_results, rand)
+
+
+def _domain(from_domain: str) -> tuple[str, DmarcResult | None]:
+    """The normalised From domain, and the permerror when it cannot carry a policy."""
+    domain = from_domain.rstrip(".").lower()
+    if not domain or "." not in domain:
+        return domain, DmarcResult("permerror", domain, reason="no usable From domain")
+    return domain, None
+
+
+def _lookup_failed(domain: str) -> DmarcResult:
+    return DmarcResult("temperror", domain, reason="DNS failure looking up the policy")
 
 
 def evaluate_dmarc_blocking(
@@ -180,13 +192,13 @@ def evaluate_dmarc_blocking(
     rand: Callable[[], float] = random.random,
 ) -> DmarcResult:
     """:func:`evaluate_dmarc` in a worker thread, through a blocking TXT lookup."""
-    domain = from_domain.rstrip(".").lower()
-    if not domain or "." not in domain:
-        return DmarcResult("permerror", domain, reason="no usable From domain")
+    domain, unusable = _domain(from_domain)
+    if unusable is not None:
+        return unusable
     try:
         record, at_org = discover_blocking(txt, domain)
     except LookupError:
-        return DmarcResult("temperror", domain, reason="DNS failure looking up the policy")
+        return _lookup_failed(domain)
     return _decide(domain, record, at_org, spf, dkim_results, rand)
 
 
