@@ -27,6 +27,7 @@ from ironpost.auth.dnsbridge import BlockingDns
 from ironpost.auth.inbound import InboundAuth, InboundVerdict
 from ironpost.auth.types import DkimResult, SpfResult
 from ironpost.dns.types import Result, Status
+from ironpost.testing.dkim import rsa_key_and_record
 from ironpost.testing.dns import FakeResolver
 
 # --- AnswerCache ------------------------------------------------------------------------
@@ -245,18 +246,7 @@ def test_blocking_dmarc_matches_async(
 # --- the inbound pipeline -----------------------------------------------------------------
 
 
-@cache
-def signing() -> tuple[bytes, str]:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+signing = rsa_key_and_record  # one key pair per process
 
 
 def zones() -> dict[str, dict[str, Any]]:

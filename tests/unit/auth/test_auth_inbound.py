@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-from functools import cache
 from typing import Any
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ironpost.auth.inbound import InboundAuth, InboundVerdict, dmarc_enforced
 from ironpost.auth.results import QUARANTINE_FIELD
 from ironpost.auth.types import ArcResult, SpfResult
 from ironpost.policy import Stage
+from ironpost.testing.dkim import rsa_key_and_record
 from ironpost.testing.dns import FakeResolver
 
 AUTHSERV = "mx.example.org"
 
 
-@cache
-def key() -> tuple[bytes, str]:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+key = rsa_key_and_record  # one key pair per process
 
 
 def zones() -> dict[str, dict[str, Any]]:
