@@ -74,7 +74,7 @@ def test_large_message_over_bdat_arrives_intact(mta: Mta) -> None:
 
 
 def test_a_1_mib_message_goes_through_a_body_file_and_leaves_none(mta: Mta) -> None:
-    # 1 MiB is above queue_body_file_threshold (64 KiB): the body is queued in a file
+    # 1 MiB is above queue_body_file_threshold (256 KiB): the body is queued in a file
     # beside queue.db, delivered from it, and the file goes with the message.
     content = body(1 << 20)
     with smtplib.SMTP(HOST, mta.port, timeout=30) as s:

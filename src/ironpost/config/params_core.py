@@ -46,7 +46,7 @@ CORE: tuple[Param, ...] = (
     z("queue_minfree", "0", "Free bytes required on the queue file system to accept mail."),
     z(
         "queue_body_file_threshold",
-        "65536",
+        "262144",
         "Message bodies this large or larger are queued in files, not in the database; 0: never.",
         origin="ironpost",
     ),

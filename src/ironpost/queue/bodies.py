@@ -39,7 +39,7 @@ from ironpost.queue.ids import STAMP_WIDTH, is_queue_id
 from ironpost.queue.model import CorruptRecord
 
 #: Default ``queue_body_file_threshold``: bodies this large or larger go to a file.
-BODY_FILE_THRESHOLD = 64 * 1024
+BODY_FILE_THRESHOLD = 256 * 1024
 DIR_NAME = "bodies"
 _FANOUT = slice(STAMP_WIDTH - 2, STAMP_WIDTH)
 _THREADS = 4  # bodies written at once; their fsyncs share the file system's journal commits

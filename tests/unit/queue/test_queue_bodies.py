@@ -26,11 +26,12 @@ from ironpost.queue import (
     new_queue_id,
     open_queue,
 )
+from ironpost.queue.bodies import BODY_FILE_THRESHOLD
 from ironpost.queue.model import CorruptRecord
 from ironpost.queue.records import SCHEMA_VERSION
 
 NOW = 1_700_000_100.0
-THRESHOLD = 64 * 1024
+THRESHOLD = BODY_FILE_THRESHOLD
 LARGE = b"Subject: big\r\n\r\n" + b"0123456789abcdef" * (THRESHOLD // 8) + b"\r\n"
 SMALL = b"Subject: small\r\n\r\nhi\r\n"
 
