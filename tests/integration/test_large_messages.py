@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import smtplib
+import time
 
 import pytest
 from mta_harness import HOST, STRANGER, Mta, RawClient
@@ -70,3 +71,20 @@ def test_large_message_over_bdat_arrives_intact(mta: Mta) -> None:
         client.close()
     (message,) = mta.wait_for_messages("alice", 1, timeout=30)
     assert stored_body(message) == body(2 << 20)
+
+
+def test_a_1_mib_message_goes_through_a_body_file_and_leaves_none(mta: Mta) -> None:
+    # 1 MiB is above queue_body_file_threshold (256 KiB): the body is queued in a file
+    # beside queue.db, delivered from it, and the file goes with the message.
+    content = body(1 << 20)
+    with smtplib.SMTP(HOST, mta.port, timeout=30) as s:
+        s.ehlo("client.sender.test")
+        assert s.sendmail("carol@sender.test", ["alice@example.test"], HEADERS + content) == {}
+    (message,) = mta.wait_for_messages("alice", 1, timeout=30)
+    assert stored_body(message) == content
+    bodies = mta.data / "queue" / "bodies"
+    assert bodies.is_dir()  # the body did go to a file
+    deadline = time.monotonic() + 10
+    while [p for p in bodies.rglob("*") if p.is_file()] and time.monotonic() < deadline:
+        time.sleep(0.05)  # the file is unlinked right after the commit that removes the row
+    assert [p for p in bodies.rglob("*") if p.is_file()] == []

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ironpost.cli.common import add_config_option, load_or_exit
-from ironpost.queue.model import QueuedMessage, QueueState, RecipientStatus
+from ironpost.queue.model import CorruptRecord, QueuedMessage, QueueState, RecipientStatus
 from ironpost.queue.records import ListingRow
 from ironpost.queue.shape import (
     DEFAULT_BUCKET_MINUTES,
@@ -286,7 +286,11 @@ def cmd_list(store: SqliteQueue, *, as_json: bool, out: TextIO) -> int:
 
 def cmd_show(store: SqliteQueue, message_id: str, *, out: TextIO, err: TextIO) -> int:
     message = store.get(message_id)
-    content = store.read_content(message_id) if message is not None else None
+    try:
+        content = store.read_content(message_id) if message is not None else None
+    except CorruptRecord as exc:  # a body file missing or damaged
+        err.write(f"ironpost queue: {message_id}: cannot read the message content: {exc}\n")
+        return 1
     if message is None or content is None:
         err.write(f"ironpost queue: {message_id}: no such message\n")
         return 1

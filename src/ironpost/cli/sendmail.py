@@ -382,7 +382,10 @@ class Injector:
         from ironpost.queue.sqlite import open_queue
 
         try:
-            store = open_queue(Path(self.settings.text("queue_directory")))
+            store = open_queue(
+                Path(self.settings.text("queue_directory")),
+                body_file_threshold=self.settings.integer("queue_body_file_threshold"),
+            )
         except Exception as exc:  # permissions, a damaged database: mail is not lost
             raise SendmailError(EX_TEMPFAIL, f"cannot open the queue: {exc}") from None
         try:

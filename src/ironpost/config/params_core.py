@@ -44,6 +44,12 @@ CORE: tuple[Param, ...] = (
         postfix_default="/var/lib/postfix",
     ),
     z("queue_minfree", "0", "Free bytes required on the queue file system to accept mail."),
+    z(
+        "queue_body_file_threshold",
+        "262144",
+        "Message bodies this large or larger are queued in files, not in the database; 0: never.",
+        origin="ironpost",
+    ),
     # --- network ------------------------------------------------------------------
     lst("inet_interfaces", "all", "Addresses to listen on: all, loopback-only or a list."),
     s("inet_protocols", "all", 'IP versions: all, ipv4, ipv6 or "ipv4, ipv6".'),

@@ -14,6 +14,9 @@ Invariants:
   PENDING recipients is never filed as DEFERRED;
 - a message whose recipients are all final is deleted in the same transaction as the
   outcome that made them final;
+- a ``message_content`` row with a ``file_size`` has its body in a file
+  (:mod:`ironpost.queue.bodies`); deleting such a row here leaves the file to the
+  engine, which unlinks it after the commit;
 - a row that does not decode raises :class:`CorruptRecord` and its message is moved to
   CORRUPT by ``claim``; nothing here raises anything else for bad stored data;
 - ``recipients.domain`` is :func:`~ironpost.queue.model.address_domain` of ``address``,
@@ -47,7 +50,7 @@ class QueueSchemaError(Exception):
     """The database was written by a newer ironpost (unknown schema version)."""
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The current schema, for a new database. An existing one is brought up to date by the
 # steps in UPGRADES, so never add an index here on a column that an upgrade adds.
@@ -64,9 +67,12 @@ SCHEMA = (
         warned INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt)",
+    # file_size: NULL, the body is ``content``; otherwise ``content`` is empty and the body
+    # is a file of that many bytes (:mod:`ironpost.queue.bodies`).
     """CREATE TABLE IF NOT EXISTS message_content (
         message_id TEXT PRIMARY KEY,
-        content BLOB NOT NULL
+        content BLOB NOT NULL,
+        file_size INTEGER
     )""",
     """CREATE TABLE IF NOT EXISTS recipients (
         message_id TEXT NOT NULL,
@@ -97,9 +103,17 @@ def _upgrade_1_to_2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _upgrade_2_to_3(conn: sqlite3.Connection) -> None:
+    # Version 3: large bodies may live in files; existing rows keep theirs (NULL).
+    conn.execute("ALTER TABLE message_content ADD COLUMN file_size INTEGER")
+
+
 # UPGRADES[n] turns a version-n database into version n + 1 (inside the opening
 # transaction, so an interrupted upgrade leaves the old version intact).
-UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {1: _upgrade_1_to_2}
+UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _upgrade_1_to_2,
+    2: _upgrade_2_to_3,
+}
 
 
 def upgrade(conn: sqlite3.Connection, found: int) -> None:
@@ -117,7 +131,8 @@ INSERT_MESSAGE = (
     "INSERT INTO messages (id, state, arrival, size, sender, next_attempt, envelope)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-INSERT_CONTENT = "INSERT INTO message_content (message_id, content) VALUES (?, ?)"
+INSERT_CONTENT = "INSERT INTO message_content (message_id, content, file_size) VALUES (?, ?, ?)"
+SELECT_CONTENT = "SELECT content, file_size FROM message_content WHERE message_id = ?"
 INSERT_RCPT = (
     "INSERT INTO recipients (message_id, idx, address, original, notify, orcpt, status,"
     " attempts, next_attempt, last_reply, domain) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?)"

@@ -3,7 +3,8 @@
 Layout (see :mod:`ironpost.queue.records` and docs/queue.md): ``messages`` (one row per
 message: state, envelope JSON, scheduling summary), ``message_content`` (the bytes, stored
 once, apart so that a state change never rewrites the blob) and ``recipients`` (one row
-per recipient with its own status).
+per recipient with its own status). A body of at least ``body_file_threshold`` bytes is
+a file in ``bodies/`` beside the database instead (:mod:`ironpost.queue.bodies`).
 
 Invariants:
 - every write of the server (submit, claim, record, recover) goes through the single
@@ -14,7 +15,10 @@ Invariants:
 - HOLD and CORRUPT messages are never claimed; undecodable rows are moved to CORRUPT by
   ``claim`` and skipped by the admin listings;
 - a crash at any point leaves the database consistent (SQLite's WAL), and ``recover``
-  returns interrupted (ACTIVE) messages to INCOMING.
+  returns interrupted (ACTIVE) messages to INCOMING and removes orphaned body files;
+- a body file is fsynced before its row commits and unlinked only after the commit that
+  removed the row (durably: :meth:`GroupCommitWriter.after_commit`); a live row whose
+  file is missing is a corrupt record, its message moves to CORRUPT.
 
 Admin operations use their own connection with a busy timeout, so the CLI can run them
 from another process while the server is writing; each bulk operation (``ALL``, by
@@ -36,6 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ironpost.queue.bodies import (
+    BODY_FILE_THRESHOLD,
+    DIR_NAME,
+    BodyFiles,
+    all_ids_with_files,
+    ids_with_files,
+)
 from ironpost.queue.hotcache import HotContent
 from ironpost.queue.ids import new_queue_id
 from ironpost.queue.model import (
@@ -44,6 +55,7 @@ from ironpost.queue.model import (
     Outcome,
     QueuedMessage,
     QueueState,
+    QueueWriteError,
     RecipientStatus,
     address_domain,
     envelope_to_json,
@@ -56,6 +68,7 @@ from ironpost.queue.records import (
     RCPT_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
+    SELECT_CONTENT,
     ListingRow,
     QueueSchemaError,
     claim_job,
@@ -73,6 +86,7 @@ from ironpost.queue.records import (
     release_ids,
     requeue_ids,
     select_ids,
+    set_state,
     shape_rows,
     upgrade,
 )
@@ -89,13 +103,22 @@ class SqliteQueue:
     """A :class:`~ironpost.queue.store.QueueStore` in one SQLite file."""
 
     def __init__(
-        self, path: Path, *, busy_timeout: float = 10.0, hot_bytes: int = HOT_BYTES
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = 10.0,
+        hot_bytes: int = HOT_BYTES,
+        body_file_threshold: int = BODY_FILE_THRESHOLD,
     ) -> None:
         """``hot_bytes``: memory for just-accepted bodies awaiting their first delivery
-        (:mod:`ironpost.queue.hotcache`); 0 in a process that accepts but never delivers."""
+        (:mod:`ironpost.queue.hotcache`); 0 in a process that accepts but never delivers.
+        ``body_file_threshold``: bodies this large or larger are written to files in
+        ``bodies/`` beside the database (:mod:`ironpost.queue.bodies`); 0: never."""
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self.hot = HotContent(hot_bytes)
+        self.bodies = BodyFiles(self.path.parent / DIR_NAME, body_file_threshold)
+        self.orphans_removed = 0  # body files removed by the last recover()
         if not self.path.exists():
             # Create it ourselves so the mode is 0600 whatever the umask; SQLite gives its
             # -wal and -shm files the same mode as the database.
@@ -193,16 +216,58 @@ class SqliteQueue:
             )
             for i, r in enumerate(envelope.recipients)
         ]
+        size = len(content)
+        if self.bodies.wanted(message_id, size):
+            return await self._submit_file(message_id, content, message_row, rcpt_rows)
         blob = bytes(content)
 
         def job(conn: sqlite3.Connection) -> str:
             conn.execute(INSERT_MESSAGE, message_row)
-            conn.execute(INSERT_CONTENT, (message_id, blob))
+            conn.execute(INSERT_CONTENT, (message_id, blob, None))
             conn.executemany(INSERT_RCPT, rcpt_rows)
             return message_id
 
         await self._writer.run(job)
         self.hot.put(message_id, blob)
+        return message_id
+
+    async def _submit_file(
+        self,
+        message_id: str,
+        content: bytes | bytearray | memoryview,
+        message_row: tuple[Any, ...],
+        rcpt_rows: list[tuple[Any, ...]],
+    ) -> str:
+        # The body is written and fsynced on a helper thread, in parallel with other
+        # sessions' bodies, before the (small) transaction is queued: the writer thread
+        # never carries the bytes, and the loop never waits on the disk.
+        size = len(content)
+        if self._writer.closed:
+            raise QueueWriteError("queue is closed")
+        try:
+            path = await self.bodies.write_async(message_id, content)
+        except OSError as exc:
+            raise QueueWriteError(f"queue body write failed: {exc}") from exc
+
+        def job(conn: sqlite3.Connection) -> str:
+            # Under the write lock, as the orphan sweep is: a body swept meanwhile (by a
+            # server starting while this process was between write and commit) fails
+            # this submit (451) rather than commit a row without its body.
+            os.stat(path)
+            conn.execute(INSERT_MESSAGE, message_row)
+            conn.execute(INSERT_CONTENT, (message_id, b"", size))
+            conn.executemany(INSERT_RCPT, rcpt_rows)
+            return message_id
+
+        try:
+            await self._writer.run(job)
+        except QueueWriteError:
+            # Nobody was told 250, so the file goes. (Should the COMMIT have reached the
+            # disk after all, the row is CORRUPT, not lost: the client was told to retry.)
+            await self.bodies.discard_async([message_id])
+            raise
+        if size <= self.hot.max_body:
+            self.hot.put(message_id, bytes(content))
         return message_id
 
     async def claim(self, *, now: float, limit: int) -> list[QueuedMessage]:
@@ -219,17 +284,26 @@ class SqliteQueue:
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="ironpost-queue-reader")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, self._read_content, message_id)
+        try:
+            return await loop.run_in_executor(self._reader, self._read_content, message_id)
+        except CorruptRecord:
+            # As claim does with an undecodable record: out of the way, for the admin.
+            await self._writer.run(
+                lambda conn: set_state(conn, message_id, QueueState.CORRUPT), durable=False
+            )
+            raise
 
     def _read_content(self, message_id: str) -> bytes:
-        row = (
-            self._read_conn()
-            .execute("SELECT content FROM message_content WHERE message_id = ?", (message_id,))
-            .fetchone()
-        )
+        row = self._read_conn().execute(SELECT_CONTENT, (message_id,)).fetchone()
         if row is None:
             raise KeyError(message_id)
-        return bytes(row[0])
+        return self._body_of(message_id, row)
+
+    def _body_of(self, message_id: str, row: Sequence[Any]) -> bytes:
+        content, file_size = row
+        if file_size is None:
+            return bytes(content)
+        return self.bodies.read(message_id, int(file_size))
 
     async def record(self, outcomes: Sequence[Outcome]) -> list[str]:
         for o in outcomes:
@@ -239,11 +313,28 @@ class SqliteQueue:
                 raise ValueError(f"a deferred outcome needs next_attempt: {o}")
         if not outcomes:
             return []
-        removed: list[str] = await self._writer.run(record_job(list(outcomes)), durable=False)
+        apply = record_job(list(outcomes))
+        touched = list(dict.fromkeys(o.message_id for o in outcomes))
+
+        def job(conn: sqlite3.Connection) -> list[str]:
+            with_files = ids_with_files(conn, touched)
+            removed: list[str] = apply(conn)
+            doomed = [m for m in removed if m in with_files]
+            if doomed:
+                self._writer.after_commit(lambda: self.bodies.discard(doomed))
+            return removed
+
+        removed: list[str] = await self._writer.run(job, durable=False)
         return removed
 
     async def recover(self) -> int:
-        count: int = await self._writer.run(recover_job)
+        """Requeue ACTIVE messages (return how many) and remove orphaned body files
+        (:attr:`orphans_removed`), in one transaction: see :mod:`ironpost.queue.bodies`."""
+
+        def job(conn: sqlite3.Connection) -> tuple[int, int]:
+            return recover_job(conn), self.bodies.sweep(conn)
+
+        count, self.orphans_removed = await self._writer.run(job)
         return count
 
     async def mark_warned(self, message_ids: Sequence[str]) -> None:
@@ -256,6 +347,7 @@ class SqliteQueue:
         if self._reader is not None:
             self._reader.shutdown(wait=True)
             self._reader = None
+        self.bodies.close()
         for conn in self._reader_conns:
             conn.close()
         self._reader_conns.clear()
@@ -284,6 +376,23 @@ class SqliteQueue:
             conn.execute("COMMIT")
             return result
 
+    def _admin_delete(
+        self, work: Callable[[sqlite3.Connection], T], ids: Sequence[str] | None
+    ) -> T:
+        """Run the deletion ``work`` on messages ``ids`` (None: every message) in one admin
+        transaction, then unlink their body files: only after the (durable) COMMIT, so a
+        crash in between leaves an orphan file, never a row without its body."""
+        doomed: list[str] = []
+
+        def run(conn: sqlite3.Connection) -> T:
+            doomed.extend(all_ids_with_files(conn) if ids is None else ids_with_files(conn, ids))
+            return work(conn)
+
+        result = self._admin_transaction(run)
+        if doomed:
+            self.bodies.discard(doomed)
+        return result
+
     def _admin_read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one read transaction (one snapshot) of the admin connection."""
         with self._admin_lock:
@@ -310,7 +419,7 @@ class SqliteQueue:
 
     def delete_messages(self, message_ids: Sequence[str]) -> int:
         """Delete these messages (any state) in one transaction; return how many existed."""
-        return self._admin_transaction(lambda conn: delete_ids(conn, message_ids))
+        return self._admin_delete(lambda conn: delete_ids(conn, message_ids), message_ids)
 
     def hold_messages(self, message_ids: Sequence[str]) -> int:
         """Put on hold those not already held (nor CORRUPT); return how many moved."""
@@ -406,13 +515,11 @@ class SqliteQueue:
                 conn.execute("COMMIT")
 
     def read_content(self, message_id: str) -> bytes | None:
+        """The stored bytes (None if absent); :class:`CorruptRecord` if the body file is
+        missing or damaged."""
         with self._admin_lock:
-            row = (
-                self._admin()
-                .execute("SELECT content FROM message_content WHERE message_id = ?", (message_id,))
-                .fetchone()
-            )
-        return None if row is None else bytes(row[0])
+            row = self._admin().execute(SELECT_CONTENT, (message_id,)).fetchone()
+        return None if row is None else self._body_of(message_id, row)
 
     def state_of(self, message_id: str) -> QueueState | str | None:
         """The raw state, CORRUPT included (None if absent)."""
@@ -430,30 +537,15 @@ class SqliteQueue:
             return str(row[0])
 
     def delete(self, message_id: str) -> bool:
-        with self._admin_lock:
-            conn = self._admin()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                found = delete_message(conn, message_id)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return found
+        return self._admin_delete(lambda conn: delete_message(conn, message_id), [message_id])
 
     def delete_all(self) -> int:
-        with self._admin_lock:
-            conn = self._admin()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("DELETE FROM recipients")
-                conn.execute("DELETE FROM message_content")
-                count = conn.execute("DELETE FROM messages").rowcount
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return count
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM recipients")
+            conn.execute("DELETE FROM message_content")
+            return int(conn.execute("DELETE FROM messages").rowcount)
+
+        return self._admin_delete(work, None)
 
     def hold(self, message_id: str) -> bool:
         return (
@@ -502,12 +594,20 @@ class SqliteQueue:
             return str(self._admin().execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def open_queue(queue_directory: Path, *, hot_bytes: int = HOT_BYTES) -> SqliteQueue:
+def open_queue(
+    queue_directory: Path,
+    *,
+    hot_bytes: int = HOT_BYTES,
+    body_file_threshold: int = BODY_FILE_THRESHOLD,
+) -> SqliteQueue:
     """Open (creating if needed, mode 0700) ``queue_directory`` and its ``queue.db``.
 
-    ``hot_bytes``: see :class:`SqliteQueue` (0 where this process never delivers)."""
+    ``hot_bytes``, ``body_file_threshold``: see :class:`SqliteQueue` (``hot_bytes`` is 0
+    where this process never delivers)."""
     directory = Path(queue_directory)
     if not directory.exists():
         directory.mkdir(mode=0o700, parents=True)
         directory.chmod(0o700)  # mkdir's mode is filtered by the umask
-    return SqliteQueue(directory / DB_NAME, hot_bytes=hot_bytes)
+    return SqliteQueue(
+        directory / DB_NAME, hot_bytes=hot_bytes, body_file_threshold=body_file_threshold
+    )

@@ -11,7 +11,8 @@ What an engine guarantees (SQLite now, PostgreSQL later):
 - ``record`` applies delivery outcomes; a message whose recipients are all final is
   removed (and its id returned), one left with only deferred recipients goes to DEFERRED.
 - ``recover`` (startup) puts ACTIVE messages back to INCOMING, as Postfix requeues its
-  active queue at start.
+  active queue at start, and removes whatever a crash left of messages that are gone
+  (the SQLite engine's orphaned body files).
 - ``mark_warned`` records, through the same durable path, that a delay warning was
   queued for a message (``QueuedMessage.warned``), so there is one warning per message.
 - The admin operations are synchronous and safe to call from another process while the

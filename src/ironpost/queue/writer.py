@@ -16,8 +16,17 @@ kill -9 loses nothing (the data is in the OS page cache). Accepting mail (submit
 always durable. The WAL is sequential, so a durable commit also makes every earlier
 commit durable: the order of events on disk is always a prefix of the order in memory.
 
+A job may ask for an action to run after its COMMIT (:meth:`GroupCommitWriter.after_commit`:
+the queue unlinks the body file of a removed message there). The writer runs those
+actions, in the writer thread, once the batch has committed *durably*: after a
+non-durable batch it first fsyncs the WAL, so that a power loss can never undo the
+commit while keeping the action's effect (if that fsync fails, the actions are dropped).
+
 Invariants:
 - a future gets a result only after the COMMIT that holds its job has returned;
+- an after-commit action runs only after its batch committed durably, never after a
+  failed one, and before the batch's futures are resolved; its errors are ignored (the
+  action must leave something that a later cleanup can finish);
 - if anything in a batch fails (a job, the COMMIT, the connection), the transaction is
   rolled back and every future of the batch gets :class:`QueueWriteError`; the connection
   is then reopened, so the next batch starts clean;
@@ -27,6 +36,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -52,6 +62,15 @@ def _deliver(settled: _Settled) -> None:
             fut.set_exception(error)
 
 
+def _fsync_wal(conn: sqlite3.Connection) -> None:
+    path = next(row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main")
+    fd = os.open(f"{path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class GroupCommitWriter:
     """The single writer of one database. ``connect`` opens its (autocommit) connection."""
 
@@ -60,6 +79,7 @@ class GroupCommitWriter:
     ) -> None:
         self._connect = connect
         self._name = name
+        self._after: list[Callable[[], object]] = []  # this batch's; writer thread only
         self._jobs: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -70,6 +90,7 @@ class GroupCommitWriter:
         self.largest_batch = 0
         self.failed_batches = 0
         self.fsync_commits = 0  # commits made with synchronous=FULL
+        self.wal_syncs = 0  # WAL fsyncs made for the after-commit actions of other commits
         self._synchronous: str | None = None  # the connection's current setting
 
     def run(
@@ -89,6 +110,15 @@ class GroupCommitWriter:
                 self._thread.start()
             self._jobs.put((job, fut, loop, durable))
         return fut
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run ``action`` in the writer thread once the current batch has committed
+        durably (see the module docstring). Call it only from inside a job."""
+        self._after.append(action)
 
     def close(self) -> None:
         with self._lock:
@@ -141,6 +171,7 @@ class GroupCommitWriter:
     ) -> sqlite3.Connection | None:
         results: list[Any] = []
         durable = any(item[3] for item in batch)
+        self._after.clear()
         try:
             if conn is None:
                 conn = self._connect()
@@ -154,6 +185,7 @@ class GroupCommitWriter:
                 results.append(job(conn))
             conn.execute("COMMIT")
         except Exception as exc:
+            self._after.clear()
             self.failed_batches += 1
             if conn is not None:
                 try:
@@ -166,12 +198,30 @@ class GroupCommitWriter:
                     pass
             self._settle(batch, None, f"queue write failed: {exc}", exc)
             return None  # reopen for the next batch: never reuse a connection in doubt
+        if self._after:
+            self._run_after(conn, durable)
         self.commits += 1
         self.fsync_commits += durable
         self.jobs_committed += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
         self._settle(batch, results, None)
         return conn
+
+    def _run_after(self, conn: sqlite3.Connection, durable: bool) -> None:
+        actions, self._after = self._after, []
+        if not durable:
+            # synchronous cannot change inside a transaction, so make this commit (and,
+            # the WAL being sequential, every earlier one) durable by hand.
+            try:
+                _fsync_wal(conn)
+            except (OSError, sqlite3.Error):
+                return  # the actions' leftovers are cleaned up later (see after_commit)
+            self.wal_syncs += 1
+        for action in actions:
+            try:
+                action()
+            except Exception:  # its leftovers are cleaned up later (see after_commit)
+                continue
 
     @staticmethod
     def _settle(

@@ -144,11 +144,19 @@ class MtaServer:
         worker = self._worker_of is not None
         # A worker opens its own connection (and writer thread) to the same queue file;
         # it never delivers, so it keeps no bodies for a first delivery.
-        store = open_queue(queue_dir, hot_bytes=0 if worker else HOT_BYTES)
+        store = open_queue(
+            queue_dir,
+            hot_bytes=0 if worker else HOT_BYTES,
+            body_file_threshold=settings.integer("queue_body_file_threshold"),
+        )
         if not worker:  # the queue authority alone: workers never claim nor recover
             recovered = await store.recover()
             if recovered:
                 self.maillog.emit("qmgr", f"recovered {recovered} message(s) from the active queue")
+            if store.orphans_removed:
+                self.maillog.emit(
+                    "qmgr", f"removed {store.orphans_removed} orphaned queue body file(s)"
+                )
         # Builds this process's generations: the one now and one at each reload.
         self._builder = GenerationBuilder(
             self.maillog,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from ironpost.queue.writer import GroupCommitWriter
@@ -37,3 +38,50 @@ def test_durability_follows_the_jobs_in_the_batch(tmp_path: Path) -> None:
     assert bookkeeping == 1  # NORMAL
     assert mixed == 2
     assert writer.fsync_commits == writer.commits - 1
+
+
+def test_after_commit_actions_run_after_a_durable_commit_only(tmp_path: Path) -> None:
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(tmp_path / "q.db", isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x PRIMARY KEY)")
+        return conn
+
+    writer = GroupCommitWriter(connect)
+    seen: list[tuple[str, int]] = []
+
+    def committed_rows() -> int:
+        check = sqlite3.connect(tmp_path / "q.db")
+        try:
+            return int(check.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+        finally:
+            check.close()
+
+    def insert(x: int, *, fail: bool = False) -> Callable[[sqlite3.Connection], None]:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t VALUES (?)", (x,))
+            # The action sees the commit from another connection: it ran after COMMIT.
+            writer.after_commit(lambda: seen.append((f"after {x}", committed_rows())))
+            if fail:
+                raise RuntimeError("job failed")
+
+        return job
+
+    async def main() -> None:
+        await writer.run(insert(1), durable=False)
+        assert seen == [("after 1", 1)]
+        assert writer.wal_syncs == 1  # a non-durable batch: the WAL was fsynced first
+        await writer.run(insert(2))
+        assert seen[-1] == ("after 2", 2) and writer.wal_syncs == 1  # already durable
+        try:
+            await writer.run(insert(3, fail=True))
+        except Exception:
+            pass
+        assert len(seen) == 2  # a failed batch runs no action
+        await writer.run(insert(4), durable=False)
+        assert seen[-1] == ("after 4", 3)
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
