@@ -3,7 +3,7 @@
 # smtp-sink, a receiving MTA, and the benchmark's reference server), dnsmasq (the
 # loopback DNS server serving test zones), Dovecot (SASL, LMTP), and the independent
 # verifiers of issue #5: OpenDKIM's tools, libspf2's spfquery and NSD (an authoritative
-# server that loads the zone `ironpost dns records` prints). Idempotent; apt only
+# server that loads the zone `ironpost dns records` prints), and PostgreSQL (issue #8). Idempotent; apt only
 # when something is missing. No service is enabled or started by the packages.
 set -euo pipefail
 need=()
@@ -16,6 +16,8 @@ command -v opendkim-testmsg >/dev/null 2>&1 || need+=(opendkim-tools)
 command -v spfquery >/dev/null 2>&1 || need+=(spfquery)
 command -v nsd >/dev/null 2>&1 || need+=(nsd)
 command -v pflogsumm >/dev/null 2>&1 || need+=(pflogsumm)
+# PostgreSQL for the cluster queue engine (issue #8): the tests run their own initdb.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # "No configuration": the package must not configure or start a system MTA.

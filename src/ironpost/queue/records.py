@@ -2,7 +2,8 @@
 queue, the administrative selections and bulk operations, and the read-only queries of
 ``queue list`` (mailq) and ``queue stats`` (qshape).
 
-Everything here is plain functions of a ``sqlite3.Connection``; the engine
+Everything here is plain functions of a :class:`~ironpost.queue.sql.Db` connection (a
+``sqlite3.Connection``, or the PostgreSQL engine's wrapper); the engine
 (:mod:`ironpost.queue.sqlite`) decides on which thread and in which transaction they run.
 The SQL is kept portable (TEXT/INTEGER/REAL/BLOB, no triggers, no SQLite-only syntax
 beyond ``BEGIN IMMEDIATE`` in the engine) so that a PostgreSQL engine can share it.
@@ -27,7 +28,6 @@ Invariants:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -44,6 +44,7 @@ from ironpost.queue.model import (
     normalize_sender,
     notify_from_text,
 )
+from ironpost.queue.sql import Db
 
 
 class QueueSchemaError(Exception):
@@ -91,7 +92,7 @@ SCHEMA = (
 )
 
 
-def _upgrade_1_to_2(conn: sqlite3.Connection) -> None:
+def _upgrade_1_to_2(conn: Db) -> None:
     # Version 2: the per-message delay-warning flag, and each recipient's domain (computed
     # in Python, as at submit, so selection and qshape never parse addresses in SQL).
     conn.execute("ALTER TABLE messages ADD COLUMN warned INTEGER NOT NULL DEFAULT 0")
@@ -103,20 +104,20 @@ def _upgrade_1_to_2(conn: sqlite3.Connection) -> None:
     )
 
 
-def _upgrade_2_to_3(conn: sqlite3.Connection) -> None:
+def _upgrade_2_to_3(conn: Db) -> None:
     # Version 3: large bodies may live in files; existing rows keep theirs (NULL).
     conn.execute("ALTER TABLE message_content ADD COLUMN file_size INTEGER")
 
 
 # UPGRADES[n] turns a version-n database into version n + 1 (inside the opening
 # transaction, so an interrupted upgrade leaves the old version intact).
-UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {
+UPGRADES: dict[int, Callable[[Db], None]] = {
     1: _upgrade_1_to_2,
     2: _upgrade_2_to_3,
 }
 
 
-def upgrade(conn: sqlite3.Connection, found: int) -> None:
+def upgrade(conn: Db, found: int) -> None:
     """Bring a version-``found`` database to :data:`SCHEMA_VERSION`."""
     for version in range(found, SCHEMA_VERSION):
         step = UPGRADES.get(version)
@@ -187,7 +188,7 @@ def decode_message(
     )
 
 
-def load_message(conn: sqlite3.Connection, message_id: str) -> QueuedMessage | None:
+def load_message(conn: Db, message_id: str) -> QueuedMessage | None:
     row = conn.execute(
         "SELECT state, size, envelope, warned FROM messages WHERE id = ?", (message_id,)
     ).fetchone()
@@ -200,17 +201,17 @@ def load_message(conn: sqlite3.Connection, message_id: str) -> QueuedMessage | N
     return decode_message(message_id, row[0], row[1], row[2], rcpts, row[3])
 
 
-def delete_message(conn: sqlite3.Connection, message_id: str) -> bool:
+def delete_message(conn: Db, message_id: str) -> bool:
     conn.execute("DELETE FROM recipients WHERE message_id = ?", (message_id,))
     conn.execute("DELETE FROM message_content WHERE message_id = ?", (message_id,))
     return conn.execute("DELETE FROM messages WHERE id = ?", (message_id,)).rowcount > 0
 
 
-def set_state(conn: sqlite3.Connection, message_id: str, state: QueueState) -> None:
+def set_state(conn: Db, message_id: str, state: QueueState) -> None:
     conn.execute("UPDATE messages SET state = ? WHERE id = ?", (state.value, message_id))
 
 
-def settle_state(conn: sqlite3.Connection, message_id: str) -> bool:
+def settle_state(conn: Db, message_id: str) -> bool:
     """After outcomes were applied: remove the message (True) or fix its state."""
     row = conn.execute("SELECT state FROM messages WHERE id = ?", (message_id,)).fetchone()
     if row is None:
@@ -243,7 +244,7 @@ def settle_state(conn: sqlite3.Connection, message_id: str) -> bool:
 
 
 def claim_job(now: float, limit: int) -> Any:
-    def job(conn: sqlite3.Connection) -> list[QueuedMessage]:
+    def job(conn: Db) -> list[QueuedMessage]:
         fresh = [
             r[0]
             for r in conn.execute(
@@ -300,7 +301,7 @@ def record_job(outcomes: Sequence[Outcome]) -> Any:
     rows = [(o.status.value, o.next_attempt, o.reply, o.message_id, o.index) for o in outcomes]
     touched = list(dict.fromkeys(o.message_id for o in outcomes))
 
-    def job(conn: sqlite3.Connection) -> list[str]:
+    def job(conn: Db) -> list[str]:
         conn.executemany(
             "UPDATE recipients SET status = ?, attempts = attempts + 1,"
             " next_attempt = COALESCE(?, next_attempt), last_reply = ?"
@@ -312,7 +313,7 @@ def record_job(outcomes: Sequence[Outcome]) -> Any:
     return job
 
 
-def recover_job(conn: sqlite3.Connection) -> int:
+def recover_job(conn: Db) -> int:
     return conn.execute(
         "UPDATE messages SET state = ? WHERE state = ?",
         (QueueState.INCOMING.value, QueueState.ACTIVE.value),
@@ -322,7 +323,7 @@ def recover_job(conn: sqlite3.Connection) -> int:
 def mark_warned_job(message_ids: Sequence[str]) -> Any:
     ids = list(dict.fromkeys(message_ids))
 
-    def job(conn: sqlite3.Connection) -> None:
+    def job(conn: Db) -> None:
         for chunk in _chunks(ids):
             conn.execute(f"UPDATE messages SET warned = 1 WHERE id IN ({_marks(chunk)})", chunk)
 
@@ -352,7 +353,7 @@ def _marks(values: Sequence[object]) -> str:
 
 
 def select_ids(
-    conn: sqlite3.Connection,
+    conn: Db,
     *,
     sender: str | None = None,
     domain: str | None = None,
@@ -383,7 +384,7 @@ def select_ids(
     return [r[0] for r in rows if str(r[1]).lower() == wanted]
 
 
-def delete_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
+def delete_ids(conn: Db, ids: Sequence[str]) -> int:
     count = 0
     for chunk in _chunks(ids):
         marks = _marks(chunk)
@@ -393,7 +394,7 @@ def delete_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
     return count
 
 
-def _states_of(conn: sqlite3.Connection, chunk: Sequence[str]) -> list[tuple[str, str]]:
+def _states_of(conn: Db, chunk: Sequence[str]) -> list[tuple[str, str]]:
     # By primary key only, then filtered in Python: a "state IN (...)" next to "id IN (...)"
     # can lead the planner to the (state, next_attempt) index and a scan per chunk.
     return [
@@ -404,9 +405,7 @@ def _states_of(conn: sqlite3.Connection, chunk: Sequence[str]) -> list[tuple[str
     ]
 
 
-def move_ids(
-    conn: sqlite3.Connection, ids: Sequence[str], to: QueueState, sources: Sequence[str]
-) -> int:
+def move_ids(conn: Db, ids: Sequence[str], to: QueueState, sources: Sequence[str]) -> int:
     """Set the state of those of ``ids`` currently in one of ``sources``; return how many."""
     count = 0
     for chunk in _chunks(ids):
@@ -420,15 +419,15 @@ def move_ids(
     return count
 
 
-def hold_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
+def hold_ids(conn: Db, ids: Sequence[str]) -> int:
     return move_ids(conn, ids, QueueState.HOLD, _HOLDABLE)
 
 
-def release_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
+def release_ids(conn: Db, ids: Sequence[str]) -> int:
     return move_ids(conn, ids, QueueState.INCOMING, (QueueState.HOLD.value,))
 
 
-def requeue_ids(conn: sqlite3.Connection, ids: Sequence[str], now: float) -> int:
+def requeue_ids(conn: Db, ids: Sequence[str], now: float) -> int:
     """``postsuper -r``: HOLD, INCOMING and DEFERRED messages go back to INCOMING with
     every undelivered recipient PENDING and due now (so a held message is released, as
     Postfix's requeue through the maildrop releases it). An ACTIVE message is being
@@ -461,7 +460,7 @@ def requeue_ids(conn: sqlite3.Connection, ids: Sequence[str], now: float) -> int
     return count
 
 
-def flush_due(conn: sqlite3.Connection, now: float, domain: str | None = None) -> int:
+def flush_due(conn: Db, now: float, domain: str | None = None) -> int:
     """``postqueue -f`` (or ``-s domain``): make the deferred recipients (those in
     ``domain`` only, if given) of DEFERRED and ACTIVE messages due at ``now``; return how
     many messages have such recipients. HOLD and CORRUPT are left alone. A DEFERRED
@@ -491,7 +490,7 @@ def flush_due(conn: sqlite3.Connection, now: float, domain: str | None = None) -
 
 
 def shape_rows(
-    conn: sqlite3.Connection,
+    conn: Db,
     *,
     now: float,
     edges: Sequence[float],
@@ -549,7 +548,7 @@ _LISTING_SQL = (
 )
 
 
-def listing_rows(conn: sqlite3.Connection) -> Iterable[ListingRow]:
+def listing_rows(conn: Db) -> Iterable[ListingRow]:
     """The mailq listing's rows, streamed from the database (a cursor: consume it inside
     the read transaction that opened it). A message appears only through its live
     recipients; by the store's invariants every message has one (a message whose
@@ -560,7 +559,7 @@ def listing_rows(conn: sqlite3.Connection) -> Iterable[ListingRow]:
     return cursor
 
 
-def has_id_longer_than(conn: sqlite3.Connection, length: int) -> bool:
+def has_id_longer_than(conn: Db, length: int) -> bool:
     """Whether any listed (not CORRUPT) message has an id longer than ``length``."""
     row = conn.execute(
         "SELECT 1 FROM messages WHERE LENGTH(id) > ? AND state != ? LIMIT 1",

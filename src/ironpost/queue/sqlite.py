@@ -34,12 +34,12 @@ import asyncio
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ironpost.queue.admin import SqlAdmin
 from ironpost.queue.bodies import (
     BODY_FILE_THRESHOLD,
     DIR_NAME,
@@ -65,29 +65,15 @@ from ironpost.queue.records import (
     INSERT_CONTENT,
     INSERT_MESSAGE,
     INSERT_RCPT,
-    RCPT_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
     SELECT_CONTENT,
-    ListingRow,
     QueueSchemaError,
     claim_job,
-    decode_message,
-    delete_ids,
-    delete_message,
-    flush_due,
-    has_id_longer_than,
-    hold_ids,
-    listing_rows,
-    load_message,
     mark_warned_job,
     record_job,
     recover_job,
-    release_ids,
-    requeue_ids,
-    select_ids,
     set_state,
-    shape_rows,
     upgrade,
 )
 from ironpost.queue.writer import GroupCommitWriter
@@ -99,7 +85,7 @@ HOT_BYTES = 32 * 1024 * 1024
 _FINAL_OUTCOMES = (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.DEFERRED)
 
 
-class SqliteQueue:
+class SqliteQueue(SqlAdmin):
     """A :class:`~ironpost.queue.store.QueueStore` in one SQLite file."""
 
     def __init__(
@@ -402,192 +388,6 @@ class SqliteQueue:
                 return work(conn)
             finally:
                 conn.execute("COMMIT")
-
-    def select(
-        self,
-        *,
-        sender: str | None = None,
-        domain: str | None = None,
-        states: Sequence[QueueState] | None = None,
-    ) -> list[str]:
-        """Ids of the messages from ``sender`` (exact, case-insensitive; "" or "<>" is the
-        null sender) and/or with a recipient still to deliver in ``domain`` (exact,
-        case-insensitive) and/or in one of ``states``; no criterion means every message."""
-        return self._admin_read(
-            lambda conn: select_ids(conn, sender=sender, domain=domain, states=states)
-        )
-
-    def delete_messages(self, message_ids: Sequence[str]) -> int:
-        """Delete these messages (any state) in one transaction; return how many existed."""
-        return self._admin_delete(lambda conn: delete_ids(conn, message_ids), message_ids)
-
-    def hold_messages(self, message_ids: Sequence[str]) -> int:
-        """Put on hold those not already held (nor CORRUPT); return how many moved."""
-        return self._admin_transaction(lambda conn: hold_ids(conn, message_ids))
-
-    def release_messages(self, message_ids: Sequence[str]) -> int:
-        """Return those on hold to INCOMING; return how many moved."""
-        return self._admin_transaction(lambda conn: release_ids(conn, message_ids))
-
-    def requeue_messages(self, message_ids: Sequence[str], *, now: float | None = None) -> int:
-        """``postsuper -r`` on these messages (see :func:`records.requeue_ids`)."""
-        when = time.time() if now is None else now
-        return self._admin_transaction(lambda conn: requeue_ids(conn, message_ids, when))
-
-    def requeue(self, message_id: str, *, now: float | None = None) -> bool:
-        return self.requeue_messages([message_id], now=now) > 0
-
-    def flush(self, *, now: float | None = None) -> int:
-        """``postqueue -f``: every deferred recipient of a DEFERRED (or ACTIVE) message is
-        due now; return the number of such messages. HOLD and CORRUPT are untouched."""
-        when = time.time() if now is None else now
-        return self._admin_transaction(lambda conn: flush_due(conn, when))
-
-    def flush_domain(self, domain: str, *, now: float | None = None) -> int:
-        """``postqueue -s``: as :meth:`flush`, for recipients in ``domain`` only."""
-        when = time.time() if now is None else now
-        return self._admin_transaction(lambda conn: flush_due(conn, when, domain))
-
-    def shape_rows(
-        self,
-        *,
-        now: float,
-        edges: Sequence[float],
-        states: Sequence[QueueState],
-        by_sender: bool = False,
-    ) -> list[tuple[str, int, int]]:
-        """qshape's counts, ``(domain or sender, bucket, count)``; see :mod:`queue.shape`."""
-        return self._admin_read(
-            lambda conn: shape_rows(conn, now=now, edges=edges, states=states, by_sender=by_sender)
-        )
-
-    def list_messages(self) -> list[QueuedMessage]:
-        """Every decodable message except CORRUPT ones, sorted by id (= arrival)."""
-        with self._admin_lock:
-            conn = self._admin()
-            # One read transaction, so messages and recipients are from one snapshot.
-            conn.execute("BEGIN")
-            try:
-                messages = conn.execute(
-                    "SELECT id, state, size, envelope, warned FROM messages"
-                    " WHERE state != ? ORDER BY id",
-                    (QueueState.CORRUPT.value,),
-                ).fetchall()
-                rcpts: dict[str, list[Sequence[Any]]] = {}
-                for row in conn.execute(
-                    f"SELECT message_id, {RCPT_COLUMNS} FROM recipients ORDER BY message_id, idx"
-                ):
-                    rcpts.setdefault(row[0], []).append(row[1:])
-            finally:
-                conn.execute("COMMIT")
-        result: list[QueuedMessage] = []
-        for message_id, state, size, envelope_json, warned in messages:
-            try:
-                result.append(
-                    decode_message(
-                        message_id, state, size, envelope_json, rcpts.get(message_id, ()), warned
-                    )
-                )
-            except CorruptRecord:
-                continue
-        return result
-
-    def scan_listing(self, consume: Callable[[Iterable[ListingRow]], T]) -> T:
-        """``consume`` the mailq listing's rows (:func:`records.listing_rows`: only the
-        columns mailq prints, one row per live recipient, by queue id) as they are read,
-        inside one read snapshot; no message is decoded, nothing is held in memory."""
-        return self._admin_read(lambda conn: consume(listing_rows(conn)))
-
-    def has_id_longer_than(self, length: int) -> bool:
-        """Whether a listed (not CORRUPT) message has an id longer than ``length``."""
-        return self._admin_read(lambda conn: has_id_longer_than(conn, length))
-
-    def get(self, message_id: str) -> QueuedMessage | None:
-        """The message, or None if absent or undecodable."""
-        with self._admin_lock:
-            conn = self._admin()
-            conn.execute("BEGIN")
-            try:
-                return load_message(conn, message_id)
-            except CorruptRecord:
-                return None
-            finally:
-                conn.execute("COMMIT")
-
-    def read_content(self, message_id: str) -> bytes | None:
-        """The stored bytes (None if absent); :class:`CorruptRecord` if the body file is
-        missing or damaged."""
-        with self._admin_lock:
-            row = self._admin().execute(SELECT_CONTENT, (message_id,)).fetchone()
-        return None if row is None else self._body_of(message_id, row)
-
-    def state_of(self, message_id: str) -> QueueState | str | None:
-        """The raw state, CORRUPT included (None if absent)."""
-        with self._admin_lock:
-            row = (
-                self._admin()
-                .execute("SELECT state FROM messages WHERE id = ?", (message_id,))
-                .fetchone()
-            )
-        if row is None:
-            return None
-        try:
-            return QueueState(row[0])
-        except ValueError:
-            return str(row[0])
-
-    def delete(self, message_id: str) -> bool:
-        return self._admin_delete(lambda conn: delete_message(conn, message_id), [message_id])
-
-    def delete_all(self) -> int:
-        def work(conn: sqlite3.Connection) -> int:
-            conn.execute("DELETE FROM recipients")
-            conn.execute("DELETE FROM message_content")
-            return int(conn.execute("DELETE FROM messages").rowcount)
-
-        return self._admin_delete(work, None)
-
-    def hold(self, message_id: str) -> bool:
-        return (
-            self._admin_write(
-                "UPDATE messages SET state = ? WHERE id = ? AND state IN (?, ?, ?, ?)",
-                (
-                    QueueState.HOLD.value,
-                    message_id,
-                    QueueState.INCOMING.value,
-                    QueueState.ACTIVE.value,
-                    QueueState.DEFERRED.value,
-                    QueueState.HOLD.value,
-                ),
-            )
-            > 0
-        )
-
-    def release(self, message_id: str) -> bool:
-        # Back to INCOMING: the next claim takes its pending and due recipients, or files it
-        # as DEFERRED until its earliest retry time (Postfix's postsuper -H).
-        return (
-            self._admin_write(
-                "UPDATE messages SET state = ? WHERE id = ? AND state = ?",
-                (QueueState.INCOMING.value, message_id, QueueState.HOLD.value),
-            )
-            > 0
-        )
-
-    def stats(self) -> dict[QueueState, int]:
-        counts = dict.fromkeys(QueueState, 0)
-        with self._admin_lock:
-            rows = (
-                self._admin()
-                .execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
-                .fetchall()
-            )
-        for state, count in rows:
-            try:
-                counts[QueueState(state)] += count
-            except ValueError:
-                counts[QueueState.CORRUPT] += count
-        return counts
 
     def integrity_check(self) -> str:
         with self._admin_lock:
