@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ironpost.cli.common import add_config_option, load_or_exit
+from ironpost.config.settings import Settings
 from ironpost.maillog import search
 from ironpost.maillog.keys import KEY_FILE, LogKey, load_keys
 from ironpost.maillog.sinks import log_files
+from ironpost.queue.engines import Store, open_store, queue_exists
 from ironpost.queue.model import QueuedMessage
-from ironpost.queue.sqlite import DB_NAME, SqliteQueue
 
 
 def _printable(text: str) -> str:
@@ -47,7 +48,8 @@ def concerns(message: QueuedMessage, address: str) -> bool:
 class Sources:
     """Where personal data lives, from the configuration."""
 
-    queue_db: Path | None
+    settings: Settings
+    queue: bool  # there is a queue to search (without creating one)
     log_path: Path | None
     keys: list[LogKey]
     syslog: bool
@@ -55,17 +57,16 @@ class Sources:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Sources:
         s = load_or_exit(args).settings
-        db = Path(s.text("queue_directory")) / DB_NAME
         log = s.text("maillog_file")
         log_path = None if log in ("", "-", "/dev/stderr", "/dev/stdout") else Path(log)
         keys = load_keys(Path(s.text("data_directory")) / KEY_FILE)
-        return cls(db if db.exists() else None, log_path, keys, s.boolean("maillog_syslog"))
+        return cls(s, queue_exists(s), log_path, keys, s.boolean("maillog_syslog"))
 
     def files(self) -> list[Path]:
         return [] if self.log_path is None else log_files(self.log_path)
 
 
-def _queue_matches(store: SqliteQueue, address: str) -> list[QueuedMessage]:
+def _queue_matches(store: Store, address: str) -> list[QueuedMessage]:
     return [m for m in store.list_messages() if concerns(m, address)]
 
 
@@ -81,7 +82,7 @@ def _message_json(m: QueuedMessage) -> dict[str, Any]:
 def cmd_find(
     address: str,
     *,
-    store: SqliteQueue | None,
+    store: Store | None,
     files: Sequence[Path],
     keys: Sequence[LogKey],
     out: TextIO,
@@ -114,7 +115,7 @@ def cmd_find(
 def cmd_erase(
     address: str,
     *,
-    store: SqliteQueue | None,
+    store: Store | None,
     files: Sequence[Path],
     keys: Sequence[LogKey],
     out: TextIO,
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         print("ironpost privacy: give a non-empty address", file=sys.stderr)
         return 2
     sources = Sources.from_args(args)
-    store = SqliteQueue(sources.queue_db) if sources.queue_db is not None else None
+    store = open_store(sources.settings, delivers=False) if sources.queue else None
     try:
         if args.privacy_command == "find":
             code = cmd_find(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ironpost.cli.common import add_config_option, load_or_exit
+from ironpost.queue.engines import QueueConfigError, Store, open_store
 from ironpost.queue.model import CorruptRecord, QueuedMessage, QueueState, RecipientStatus
 from ironpost.queue.records import ListingRow
 from ironpost.queue.shape import (
@@ -37,7 +38,6 @@ from ironpost.queue.shape import (
     shape,
     shape_to_json,
 )
-from ironpost.queue.sqlite import SqliteQueue, open_queue
 from ironpost.queue.trigger import FLUSH, WAKE, notify
 
 EMPTY_SENDER = "MAILER-DAEMON"  # Postfix's empty_address_recipient, as mailq shows it
@@ -273,7 +273,7 @@ def format_stats(counts: dict[QueueState, int]) -> str:
 # -- commands: each takes an open store, so tests need no configuration ---------------
 
 
-def cmd_list(store: SqliteQueue, *, as_json: bool, out: TextIO) -> int:
+def cmd_list(store: Store, *, as_json: bool, out: TextIO) -> int:
     if as_json:
         out.write(format_json(store.list_messages()))
         return 0
@@ -284,7 +284,7 @@ def cmd_list(store: SqliteQueue, *, as_json: bool, out: TextIO) -> int:
     return 0
 
 
-def cmd_show(store: SqliteQueue, message_id: str, *, out: TextIO, err: TextIO) -> int:
+def cmd_show(store: Store, message_id: str, *, out: TextIO, err: TextIO) -> int:
     message = store.get(message_id)
     try:
         content = store.read_content(message_id) if message is not None else None
@@ -313,7 +313,7 @@ class Selection:
         return bool(self.ids) and self.ids != ("ALL",)
 
 
-_Operation = Callable[[SqliteQueue, Sequence[str]], int]
+_Operation = Callable[[Store, Sequence[str]], int]
 
 # action -> (store operation, postsuper's wording of the count, request to poke the server)
 _ACTIONS: dict[str, tuple[_Operation, str, bytes | None]] = {
@@ -329,7 +329,7 @@ def _ids_from(stream: TextIO) -> list[str]:
     return [word.rstrip("*!") for word in stream.read().split() if word.rstrip("*!")]
 
 
-def resolve(store: SqliteQueue, selection: Selection, stdin: TextIO | None = None) -> list[str]:
+def resolve(store: Store, selection: Selection, stdin: TextIO | None = None) -> list[str]:
     if selection.ids == ("ALL",):
         return store.select()
     if selection.ids:
@@ -341,7 +341,7 @@ def resolve(store: SqliteQueue, selection: Selection, stdin: TextIO | None = Non
 
 
 def cmd_apply(
-    store: SqliteQueue,
+    store: Store,
     action: str,
     selection: Selection,
     *,
@@ -371,13 +371,13 @@ def cmd_apply(
     return 1 if missing else 0
 
 
-def cmd_delete(store: SqliteQueue, target: str, *, out: TextIO, err: TextIO) -> int:
+def cmd_delete(store: Store, target: str, *, out: TextIO, err: TextIO) -> int:
     """``delete ID|ALL`` (kept for callers of the single-target form)."""
     return cmd_apply(store, "delete", Selection(ids=(target,)), out=out, err=err)
 
 
 def cmd_flush(
-    store: SqliteQueue,
+    store: Store,
     *,
     domain: str | None,
     out: TextIO,
@@ -395,7 +395,7 @@ def cmd_flush(
 
 
 def cmd_stats(
-    store: SqliteQueue,
+    store: Store,
     *,
     now: float,
     out: TextIO,
@@ -417,10 +417,13 @@ def cmd_stats(
     return 0
 
 
-def _open_from_args(args: argparse.Namespace) -> tuple[SqliteQueue, Path]:
+def _open_from_args(args: argparse.Namespace) -> tuple[Store, Path]:
     loaded = load_or_exit(args)
     directory = Path(loaded.settings.text("queue_directory"))
-    return open_queue(directory), directory
+    try:
+        return open_store(loaded.settings, delivers=False), directory
+    except (QueueConfigError, OSError) as exc:
+        raise SystemExit(f"ironpost queue: cannot open the queue: {exc}") from None
 
 
 def _selection(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Selection:

@@ -379,13 +379,10 @@ class Injector:
             client=ClientInfo(_LOCAL_CLIENT.address, "localhost", "localhost", protocol),
             arrival=now,
         )
-        from ironpost.queue.sqlite import open_queue
+        from ironpost.queue.engines import open_store
 
         try:
-            store = open_queue(
-                Path(self.settings.text("queue_directory")),
-                body_file_threshold=self.settings.integer("queue_body_file_threshold"),
-            )
+            store = open_store(self.settings, delivers=False)
         except Exception as exc:  # permissions, a damaged database: mail is not lost
             raise SendmailError(EX_TEMPFAIL, f"cannot open the queue: {exc}") from None
         try:
@@ -471,14 +468,13 @@ def deliver(inv: Invocation, injector: Injector, stdin: BinaryIO) -> str:
 
 def list_queue(settings: Settings) -> int:
     from ironpost.cli.queue import cmd_list, format_mailq
-    from ironpost.queue.sqlite import DB_NAME, open_queue
+    from ironpost.queue.engines import open_store, queue_exists
 
-    directory = Path(settings.text("queue_directory"))
-    if not (directory / DB_NAME).exists():
+    if not queue_exists(settings):
         sys.stdout.write(format_mailq([]))  # no queue yet: do not create one to say so
         return EX_OK
     try:
-        store = open_queue(directory)
+        store = open_store(settings, delivers=False)
     except Exception as exc:
         raise SendmailError(EX_TEMPFAIL, f"cannot open the queue: {exc}") from None
     try:

@@ -297,6 +297,18 @@ def claim_job(now: float, limit: int) -> Any:
     return job
 
 
+_FINAL_OUTCOMES = (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.DEFERRED)
+
+
+def check_outcomes(outcomes: Sequence[Outcome]) -> None:
+    """``ValueError`` unless every outcome is final or deferred with a retry time."""
+    for o in outcomes:
+        if o.status not in _FINAL_OUTCOMES:
+            raise ValueError(f"outcome status must be delivered/deferred/bounced: {o}")
+        if o.status is RecipientStatus.DEFERRED and o.next_attempt is None:
+            raise ValueError(f"a deferred outcome needs next_attempt: {o}")
+
+
 def record_job(outcomes: Sequence[Outcome]) -> Any:
     rows = [(o.status.value, o.next_attempt, o.reply, o.message_id, o.index) for o in outcomes]
     touched = list(dict.fromkeys(o.message_id for o in outcomes))

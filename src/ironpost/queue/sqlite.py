@@ -69,6 +69,7 @@ from ironpost.queue.records import (
     SCHEMA_VERSION,
     SELECT_CONTENT,
     QueueSchemaError,
+    check_outcomes,
     claim_job,
     mark_warned_job,
     record_job,
@@ -82,7 +83,6 @@ T = TypeVar("T")
 DB_NAME = "queue.db"
 #: Default memory for bodies awaiting their first delivery (see ``SqliteQueue``).
 HOT_BYTES = 32 * 1024 * 1024
-_FINAL_OUTCOMES = (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.DEFERRED)
 
 
 class SqliteQueue(SqlAdmin):
@@ -171,7 +171,7 @@ class SqliteQueue(SqlAdmin):
         return self._writer.commits
 
     @property
-    def writer(self) -> GroupCommitWriter:
+    def writer(self) -> GroupCommitWriter[sqlite3.Connection]:
         return self._writer
 
     async def submit(
@@ -292,11 +292,7 @@ class SqliteQueue(SqlAdmin):
         return self.bodies.read(message_id, int(file_size))
 
     async def record(self, outcomes: Sequence[Outcome]) -> list[str]:
-        for o in outcomes:
-            if o.status not in _FINAL_OUTCOMES:
-                raise ValueError(f"outcome status must be delivered/deferred/bounced: {o}")
-            if o.status is RecipientStatus.DEFERRED and o.next_attempt is None:
-                raise ValueError(f"a deferred outcome needs next_attempt: {o}")
+        check_outcomes(outcomes)
         if not outcomes:
             return []
         apply = record_job(list(outcomes))

@@ -38,16 +38,23 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ironpost.queue.model import QueueWriteError
+from ironpost.queue.sql import Db
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Job, "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool]
+
+
+class _Conn(Db, Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Conn)
+Job = Callable[[C], Any]
+_Item = tuple[Job[Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool]
 _Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
 
 
@@ -62,7 +69,7 @@ def _deliver(settled: _Settled) -> None:
             fut.set_exception(error)
 
 
-def _fsync_wal(conn: sqlite3.Connection) -> None:
+def _fsync_wal(conn: Db) -> None:
     path = next(row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main")
     fd = os.open(f"{path}-wal", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -71,12 +78,10 @@ def _fsync_wal(conn: sqlite3.Connection) -> None:
         os.close(fd)
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(Generic[C]):
     """The single writer of one database. ``connect`` opens its (autocommit) connection."""
 
-    def __init__(
-        self, connect: Callable[[], sqlite3.Connection], *, name: str = "queue-writer"
-    ) -> None:
+    def __init__(self, connect: Callable[[], C], *, name: str = "queue-writer") -> None:
         self._connect = connect
         self._name = name
         self._after: list[Callable[[], object]] = []  # this batch's; writer thread only
@@ -93,9 +98,7 @@ class GroupCommitWriter:
         self.wal_syncs = 0  # WAL fsyncs made for the after-commit actions of other commits
         self._synchronous: str | None = None  # the connection's current setting
 
-    def run(
-        self, job: Callable[[sqlite3.Connection], T], *, durable: bool = True
-    ) -> asyncio.Future[T]:
+    def run(self, job: Callable[[C], T], *, durable: bool = True) -> asyncio.Future[T]:
         """Queue ``job`` for the next transaction; the future resolves after its commit.
 
         ``durable=False``: the commit need not be fsynced (see the module docstring)."""
@@ -133,7 +136,7 @@ class GroupCommitWriter:
     # -- writer thread -------------------------------------------------------------
 
     def _main(self) -> None:
-        conn: sqlite3.Connection | None = None
+        conn: C | None = None
         try:
             stop = False
             while not stop:
@@ -166,9 +169,15 @@ class GroupCommitWriter:
             if leftover:
                 self._settle(leftover, None, "queue is closed")
 
-    def _run_batch(
-        self, conn: sqlite3.Connection | None, batch: list[_Item]
-    ) -> sqlite3.Connection | None:
+    def _begin(self, conn: C, durable: bool) -> None:
+        """Open the batch's transaction, fsynced at COMMIT or not (see the docstring)."""
+        wanted = "FULL" if durable else "NORMAL"
+        if self._synchronous != wanted:
+            conn.execute(f"PRAGMA synchronous={wanted}")
+            self._synchronous = wanted
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _run_batch(self, conn: C | None, batch: list[_Item]) -> C | None:
         results: list[Any] = []
         durable = any(item[3] for item in batch)
         self._after.clear()
@@ -176,11 +185,7 @@ class GroupCommitWriter:
             if conn is None:
                 conn = self._connect()
                 self._synchronous = None
-            wanted = "FULL" if durable else "NORMAL"
-            if self._synchronous != wanted:
-                conn.execute(f"PRAGMA synchronous={wanted}")
-                self._synchronous = wanted
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn, durable)
             for job, _fut, _loop, _durable in batch:
                 results.append(job(conn))
             conn.execute("COMMIT")
@@ -190,11 +195,11 @@ class GroupCommitWriter:
             if conn is not None:
                 try:
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # COMMIT failures may already have rolled back
+                except Exception:
+                    pass  # COMMIT failures may already have rolled back; a lost link too
                 try:
                     conn.close()
-                except sqlite3.Error:
+                except Exception:
                     pass
             self._settle(batch, None, f"queue write failed: {exc}", exc)
             return None  # reopen for the next batch: never reuse a connection in doubt
@@ -207,14 +212,14 @@ class GroupCommitWriter:
         self._settle(batch, results, None)
         return conn
 
-    def _run_after(self, conn: sqlite3.Connection, durable: bool) -> None:
+    def _run_after(self, conn: C, durable: bool) -> None:
         actions, self._after = self._after, []
         if not durable:
             # synchronous cannot change inside a transaction, so make this commit (and,
             # the WAL being sequential, every earlier one) durable by hand.
             try:
                 _fsync_wal(conn)
-            except (OSError, sqlite3.Error):
+            except Exception:  # OSError, or the database refusing
                 return  # the actions' leftovers are cleaned up later (see after_commit)
             self.wal_syncs += 1
         for action in actions:

@@ -55,7 +55,7 @@ from ironpost.maillog import MailLog
 from ironpost.metrics import start_metrics_server
 from ironpost.metrics.server import MetricsServer
 from ironpost.protocol import replies as R
-from ironpost.queue.sqlite import HOT_BYTES, open_queue
+from ironpost.queue.engines import open_store
 from ironpost.queue.trigger import FLUSH, TriggerListener, trigger_path
 from ironpost.server import privileges
 from ironpost.server import tls as tlsmod
@@ -144,11 +144,7 @@ class MtaServer:
         worker = self._worker_of is not None
         # A worker opens its own connection (and writer thread) to the same queue file;
         # it never delivers, so it keeps no bodies for a first delivery.
-        store = open_queue(
-            queue_dir,
-            hot_bytes=0 if worker else HOT_BYTES,
-            body_file_threshold=settings.integer("queue_body_file_threshold"),
-        )
+        store = open_store(settings, delivers=not worker)
         if not worker:  # the queue authority alone: workers never claim nor recover
             recovered = await store.recover()
             if recovered:

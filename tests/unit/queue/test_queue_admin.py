@@ -136,12 +136,9 @@ def test_requeue_leaves_an_active_message_active(store: SqliteQueue) -> None:
     assert asyncio.run(store.claim(now=NOW, limit=10)) == []  # never handed out twice
 
 
-def test_requeue_skips_corrupt_messages(store: SqliteQueue, tmp_path: Path) -> None:
+def test_requeue_skips_corrupt_messages(store: SqliteQueue) -> None:
     a = submit(store, "x@one.example")
-    conn = sqlite3.connect(tmp_path / "queue" / "queue.db")
-    conn.execute("UPDATE messages SET state = 'corrupt' WHERE id = ?", (a,))
-    conn.commit()
-    conn.close()
+    store._admin_write("UPDATE messages SET state = 'corrupt' WHERE id = ?", (a,))
     assert store.requeue_messages(store.select(), now=NOW) == 0
     assert store.state_of(a) is QueueState.CORRUPT
 

@@ -44,13 +44,13 @@ def cold(tmp_path: Path) -> Iterator[SqliteQueue]:
     s.close()
 
 
-def body_files(store: SqliteQueue) -> list[Path]:
-    root = store.bodies.directory
+def body_files(sqlite_store: SqliteQueue) -> list[Path]:
+    root = sqlite_store.bodies.directory
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def content_row(store: SqliteQueue, qid: str) -> tuple[bytes, int | None]:
-    conn = sqlite3.connect(store.path)
+def content_row(sqlite_store: SqliteQueue, qid: str) -> tuple[bytes, int | None]:
+    conn = sqlite3.connect(sqlite_store.path)
     try:
         row = conn.execute(
             "SELECT content, file_size FROM message_content WHERE message_id = ?", (qid,)
@@ -60,12 +60,12 @@ def content_row(store: SqliteQueue, qid: str) -> tuple[bytes, int | None]:
     return bytes(row[0]), row[1]
 
 
-def deliver_all(store: SqliteQueue, qid: str) -> list[str]:
+def deliver_all(sqlite_store: SqliteQueue, qid: str) -> list[str]:
     async def main() -> list[str]:
-        [message] = await store.claim(now=NOW, limit=10)
+        [message] = await sqlite_store.claim(now=NOW, limit=10)
         assert message.id == qid
-        assert await store.content(qid) == LARGE
-        return await store.record(
+        assert await sqlite_store.content(qid) == LARGE
+        return await sqlite_store.record(
             [Outcome(qid, r.index, RecipientStatus.DELIVERED, "250 ok") for r in message.recipients]
         )
 
@@ -168,8 +168,8 @@ def test_recover_removes_orphans_and_keeps_live_bodies(
         again.close()
 
 
-def test_recover_without_a_bodies_directory(store: SqliteQueue) -> None:
-    assert asyncio.run(store.recover()) == 0 and store.orphans_removed == 0
+def test_recover_without_a_bodies_directory(sqlite_store: SqliteQueue) -> None:
+    assert asyncio.run(sqlite_store.recover()) == 0 and sqlite_store.orphans_removed == 0
 
 
 def test_a_missing_body_file_makes_the_message_corrupt_not_a_crash(
@@ -202,17 +202,19 @@ def test_a_missing_body_file_makes_the_message_corrupt_not_a_crash(
     asyncio.run(main())
 
 
-def test_admin_deletes_unlink_after_commit(store: SqliteQueue, envelope: EnvelopeFactory) -> None:
+def test_admin_deletes_unlink_after_commit(
+    sqlite_store: SqliteQueue, envelope: EnvelopeFactory
+) -> None:
     async def submit(n: int) -> list[str]:
-        return [await store.submit(envelope(), LARGE) for _ in range(n)]
+        return [await sqlite_store.submit(envelope(), LARGE) for _ in range(n)]
 
     a, b, c, d, e = asyncio.run(submit(5))
-    small = asyncio.run(store.submit(envelope(), SMALL))
-    assert store.delete(a)
-    assert store.delete_messages([b, c, small]) == 3
-    assert {p.name for p in body_files(store)} == {d, e}
-    assert store.delete_all() == 2
-    assert body_files(store) == []
+    small = asyncio.run(sqlite_store.submit(envelope(), SMALL))
+    assert sqlite_store.delete(a)
+    assert sqlite_store.delete_messages([b, c, small]) == 3
+    assert {p.name for p in body_files(sqlite_store)} == {d, e}
+    assert sqlite_store.delete_all() == 2
+    assert body_files(sqlite_store) == []
 
 
 def test_old_schema_upgrades_and_matches_a_fresh_one(tmp_path: Path) -> None:
@@ -254,82 +256,82 @@ def test_old_schema_upgrades_and_matches_a_fresh_one(tmp_path: Path) -> None:
 
 
 def test_the_file_is_written_before_the_row_commits(
-    store: SqliteQueue, envelope: EnvelopeFactory
+    sqlite_store: SqliteQueue, envelope: EnvelopeFactory
 ) -> None:
     async def main() -> None:
         qid = new_queue_id()
-        blocker = sqlite3.connect(store.path, isolation_level=None)
+        blocker = sqlite3.connect(sqlite_store.path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # the database write lock, held elsewhere
-        task = asyncio.create_task(store.submit(envelope(), LARGE, queue_id=qid))
-        path = store.bodies.path(qid)
+        task = asyncio.create_task(sqlite_store.submit(envelope(), LARGE, queue_id=qid))
+        path = sqlite_store.bodies.path(qid)
         for _ in range(500):
             if path.exists() and path.stat().st_size == len(LARGE):
                 break
             await asyncio.sleep(0.01)
         assert path.read_bytes() == LARGE  # on disk, complete, while the row cannot commit
-        assert not task.done() and store.get(qid) is None
+        assert not task.done() and sqlite_store.get(qid) is None
         blocker.execute("ROLLBACK")
         blocker.close()
         assert await task == qid
-        assert store.read_content(qid) == LARGE
+        assert sqlite_store.read_content(qid) == LARGE
 
     asyncio.run(main())
 
 
 def test_a_body_swept_before_the_commit_fails_the_submit(
-    store: SqliteQueue, envelope: EnvelopeFactory
+    sqlite_store: SqliteQueue, envelope: EnvelopeFactory
 ) -> None:
     async def main() -> None:
         qid = new_queue_id()
-        blocker = sqlite3.connect(store.path, isolation_level=None)
+        blocker = sqlite3.connect(sqlite_store.path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
-        task = asyncio.create_task(store.submit(envelope(), LARGE, queue_id=qid))
-        path = store.bodies.path(qid)
+        task = asyncio.create_task(sqlite_store.submit(envelope(), LARGE, queue_id=qid))
+        path = sqlite_store.bodies.path(qid)
         for _ in range(500):
             if path.exists():
                 break
             await asyncio.sleep(0.01)
         # A starting server's sweep (under the same lock) sees a file without a row.
-        assert store.bodies.sweep(blocker) == 1
+        assert sqlite_store.bodies.sweep(blocker) == 1
         blocker.execute("ROLLBACK")
         blocker.close()
         with pytest.raises(QueueWriteError):
             await task  # never a 250 for a message without its body
-        assert store.state_of(qid) is None
+        assert sqlite_store.state_of(qid) is None
 
     asyncio.run(main())
 
 
 def test_a_failed_commit_leaves_neither_row_nor_file(
-    store: SqliteQueue, envelope: EnvelopeFactory
+    sqlite_store: SqliteQueue, envelope: EnvelopeFactory
 ) -> None:
     async def main() -> None:
-        await store.submit(envelope(), SMALL)  # opens the writer's connection
-        conn = sqlite3.connect(store.path)
+        await sqlite_store.submit(envelope(), SMALL)  # opens the writer's connection
+        conn = sqlite3.connect(sqlite_store.path)
         conn.execute("ALTER TABLE message_content RENAME TO message_content_gone")
         conn.commit()
         results = await asyncio.gather(
-            *(store.submit(envelope(), LARGE) for _ in range(5)), return_exceptions=True
+            *(sqlite_store.submit(envelope(), LARGE) for _ in range(5)), return_exceptions=True
         )
         assert all(isinstance(r, QueueWriteError) for r in results)
-        assert body_files(store) == []
+        assert body_files(sqlite_store) == []
         conn.execute("ALTER TABLE message_content_gone RENAME TO message_content")
         conn.commit()
         conn.close()
-        assert len(store.list_messages()) == 1
+        assert len(sqlite_store.list_messages()) == 1
 
     asyncio.run(main())
 
 
 def test_a_failed_body_write_is_a_queue_write_error(
-    store: SqliteQueue, envelope: EnvelopeFactory
+    sqlite_store: SqliteQueue, envelope: EnvelopeFactory
 ) -> None:
     qid = new_queue_id()
-    store.bodies.write(qid, b"someone else's")  # O_EXCL: never overwrite a body
+    sqlite_store.bodies.write(qid, b"someone else's")  # O_EXCL: never overwrite a body
     with pytest.raises(QueueWriteError):
-        asyncio.run(store.submit(envelope(), LARGE, queue_id=qid))
-    assert store.bodies.path(qid).read_bytes() == b"someone else's"
-    assert store.state_of(qid) is None
+        asyncio.run(sqlite_store.submit(envelope(), LARGE, queue_id=qid))
+    assert sqlite_store.bodies.path(qid).read_bytes() == b"someone else's"
+    assert sqlite_store.state_of(qid) is None
 
 
 def test_a_crash_between_write_and_commit_leaves_only_an_orphan(
@@ -357,14 +359,14 @@ def test_a_crash_between_write_and_commit_leaves_only_an_orphan(
 
 
 def test_concurrent_large_submits_share_commits(
-    store: SqliteQueue, envelope: EnvelopeFactory
+    sqlite_store: SqliteQueue, envelope: EnvelopeFactory
 ) -> None:
     async def main() -> list[str]:
-        return await asyncio.gather(*(store.submit(envelope(), LARGE) for _ in range(40)))
+        return await asyncio.gather(*(sqlite_store.submit(envelope(), LARGE) for _ in range(40)))
 
     ids = asyncio.run(main())
-    assert len(set(ids)) == 40 and len(body_files(store)) == 40
-    assert store.commits < 40  # group commit still batches them
+    assert len(set(ids)) == 40 and len(body_files(sqlite_store)) == 40
+    assert sqlite_store.commits < 40  # group commit still batches them
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -241,24 +241,24 @@ def test_listing_shows_states_reasons_and_order(store: SqliteQueue) -> None:
     assert f"{third} " in text  # never claimed: INCOMING, no mark
 
 
-def test_corrupt_messages_are_not_listed(store: SqliteQueue) -> None:
-    _fill(store, [(False, "p", False)] * 2)
-    first, second = store.select()
-    with sqlite3.connect(store.path) as conn:
+def test_corrupt_messages_are_not_listed(sqlite_store: SqliteQueue) -> None:
+    _fill(sqlite_store, [(False, "p", False)] * 2)
+    first, second = sqlite_store.select()
+    with sqlite3.connect(sqlite_store.path) as conn:
         conn.execute("UPDATE messages SET state = 'corrupt' WHERE id = ?", (first,))
-    text = _listing(store)
+    text = _listing(sqlite_store)
     assert first not in text and second in text
     assert text.endswith("-- 0 Kbytes in 1 Request.\n")
 
 
-def test_listing_does_not_decode_envelopes(store: SqliteQueue) -> None:
+def test_listing_does_not_decode_envelopes(sqlite_store: SqliteQueue) -> None:
     # The listing reads the columns mailq prints; a damaged envelope is still listed (until
     # a claim files the message as CORRUPT), rather than silently hidden from the admin.
-    _fill(store, [(False, "p", False)])
-    (qid,) = store.select()
-    with sqlite3.connect(store.path) as conn:
+    _fill(sqlite_store, [(False, "p", False)])
+    (qid,) = sqlite_store.select()
+    with sqlite3.connect(sqlite_store.path) as conn:
         conn.execute("UPDATE messages SET envelope = 'not json' WHERE id = ?", (qid,))
-    assert qid in _listing(store)
+    assert qid in _listing(sqlite_store)
 
 
 def test_empty_queue_and_short_ids(store: SqliteQueue) -> None:

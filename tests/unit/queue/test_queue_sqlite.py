@@ -199,62 +199,62 @@ def test_recover_requeues_active(tmp_path: Path, envelope: EnvelopeFactory) -> N
 
 
 def test_corrupt_envelope_goes_to_corrupt(
-    tmp_path: Path, store: SqliteQueue, envelope: EnvelopeFactory
+    tmp_path: Path, sqlite_store: SqliteQueue, envelope: EnvelopeFactory
 ) -> None:
     async def main() -> None:
-        bad = await store.submit(envelope(), BODY)
-        good = await store.submit(envelope(), BODY)
-        conn = sqlite3.connect(store.path)
+        bad = await sqlite_store.submit(envelope(), BODY)
+        good = await sqlite_store.submit(envelope(), BODY)
+        conn = sqlite3.connect(sqlite_store.path)
         conn.execute("UPDATE messages SET envelope = '{broken' WHERE id = ?", (bad,))
         conn.commit()
         conn.close()
-        assert store.get(bad) is None
-        assert [m.id for m in store.list_messages()] == [good]
-        assert [m.id for m in await store.claim(now=NOW, limit=10)] == [good]
-        assert store.state_of(bad) is QueueState.CORRUPT
-        assert store.stats()[QueueState.CORRUPT] == 1
+        assert sqlite_store.get(bad) is None
+        assert [m.id for m in sqlite_store.list_messages()] == [good]
+        assert [m.id for m in await sqlite_store.claim(now=NOW, limit=10)] == [good]
+        assert sqlite_store.state_of(bad) is QueueState.CORRUPT
+        assert sqlite_store.stats()[QueueState.CORRUPT] == 1
 
     asyncio.run(main())
 
 
 def test_failed_batch_fails_every_caller_then_recovers(
-    store: SqliteQueue, envelope: EnvelopeFactory
+    sqlite_store: SqliteQueue, envelope: EnvelopeFactory
 ) -> None:
     async def main() -> None:
         # A first submit creates the writer's connection; then sabotage the schema so
         # that the next batch fails inside the transaction (as a full disk would).
-        await store.submit(envelope(), BODY)
-        conn = sqlite3.connect(store.path)
+        await sqlite_store.submit(envelope(), BODY)
+        conn = sqlite3.connect(sqlite_store.path)
         conn.execute("ALTER TABLE message_content RENAME TO message_content_gone")
         conn.commit()
         results = await asyncio.gather(
-            *(store.submit(envelope(), BODY) for _ in range(20)), return_exceptions=True
+            *(sqlite_store.submit(envelope(), BODY) for _ in range(20)), return_exceptions=True
         )
         assert all(isinstance(r, QueueWriteError) for r in results)
-        assert len(store.list_messages()) == 1  # the whole batch rolled back
+        assert len(sqlite_store.list_messages()) == 1  # the whole batch rolled back
         conn.execute("ALTER TABLE message_content_gone RENAME TO message_content")
         conn.commit()
         conn.close()
-        qid = await store.submit(envelope(), BODY)  # the next batch works again
-        assert store.get(qid) is not None
-        assert len(store.list_messages()) == 2
+        qid = await sqlite_store.submit(envelope(), BODY)  # the next batch works again
+        assert sqlite_store.get(qid) is not None
+        assert len(sqlite_store.list_messages()) == 2
 
     asyncio.run(main())
 
 
-def test_connection_closed_underneath(store: SqliteQueue, envelope: EnvelopeFactory) -> None:
+def test_connection_closed_underneath(sqlite_store: SqliteQueue, envelope: EnvelopeFactory) -> None:
     grabbed: list[sqlite3.Connection] = []
 
     async def main() -> None:
-        await store.submit(envelope(), BODY)
+        await sqlite_store.submit(envelope(), BODY)
         # Grab the writer's connection from inside a job and close it: the next batch
         # fails (no false success), and the writer reconnects for the one after.
-        await store.writer.run(grabbed.append)
+        await sqlite_store.writer.run(grabbed.append)
         grabbed[0].close()
         with pytest.raises(QueueWriteError):
-            await store.submit(envelope(), BODY)
-        qid = await store.submit(envelope(), BODY)
-        assert store.get(qid) is not None
+            await sqlite_store.submit(envelope(), BODY)
+        qid = await sqlite_store.submit(envelope(), BODY)
+        assert sqlite_store.get(qid) is not None
 
     asyncio.run(main())
 

@@ -1,0 +1,321 @@
+"""PostgreSQL queue records: the schema and its migrations, and the write jobs that differ
+from SQLite's because several nodes share one queue: claiming with leases, fenced
+recording, and recovery of one node's own work.
+
+The tables are SQLite's (:mod:`ironpost.queue.records`; ids in the "C" collation so
+that ``ORDER BY id`` is arrival order as in SQLite), plus three lease columns on
+``messages`` and a ``nodes`` table. Everything else (admin, listing, qshape) is the shared
+SQL of :mod:`ironpost.queue.records`.
+
+Leases. ``claim`` takes due messages with ``FOR UPDATE SKIP LOCKED``, so two nodes never
+claim one message at once, and stamps each with the claiming node (``lease_owner``), a
+fresh ``lease_token`` and ``lease_expires`` on the database's clock. The claiming node
+renews its leases while it runs (:func:`renew`). A message whose lease expired (its node
+died, or lost the database for longer than a lease) is claimable again by any node, with
+the recipients that were in flight: delivery is at-least-once, and the duplicates are
+bounded by what the dead node had in flight.
+
+Invariants:
+- a recipient is handed out by at most one live lease at a time;
+- ``record`` applies a node's outcomes only to messages it still holds with the token
+  of its claim (fencing): after its lease was taken over, a slow node's outcomes are
+  dropped (counted), and the new holder's attempt decides;
+- ``recover`` returns only this node's ACTIVE messages to INCOMING: a restarting node
+  never takes another live node's work;
+- migrations run in one transaction under an advisory lock, so nodes starting together
+  create the schema once, and an interrupted migration leaves the old version intact.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ironpost.queue.model import CorruptRecord, Outcome, QueuedMessage, QueueState, RecipientStatus
+from ironpost.queue.records import QueueSchemaError, load_message, set_state, settle_state
+from ironpost.queue.sql import Db
+
+PG_SCHEMA_VERSION = 2
+_MIGRATION_LOCK = 0x1F05_7000  # pg_advisory_xact_lock key of schema changes
+
+_QUEUE_TABLES = (
+    """CREATE TABLE IF NOT EXISTS messages (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        state TEXT NOT NULL,
+        arrival DOUBLE PRECISION NOT NULL,
+        size BIGINT NOT NULL,
+        sender TEXT NOT NULL,
+        next_attempt DOUBLE PRECISION NOT NULL,
+        envelope TEXT NOT NULL,
+        warned INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_token BIGINT,
+        lease_expires DOUBLE PRECISION
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt)",
+    "CREATE INDEX IF NOT EXISTS messages_leases ON messages (lease_owner) WHERE state = 'active'",
+    """CREATE TABLE IF NOT EXISTS message_content (
+        message_id TEXT COLLATE "C" PRIMARY KEY,
+        content BYTEA NOT NULL,
+        file_size BIGINT
+    )""",
+    """CREATE TABLE IF NOT EXISTS recipients (
+        message_id TEXT COLLATE "C" NOT NULL,
+        idx INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        original TEXT NOT NULL,
+        notify TEXT,
+        orcpt TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt DOUBLE PRECISION NOT NULL,
+        last_reply TEXT,
+        domain TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (message_id, idx)
+    )""",
+    """CREATE TABLE IF NOT EXISTS nodes (
+        name TEXT PRIMARY KEY,
+        started DOUBLE PRECISION NOT NULL,
+        heartbeat DOUBLE PRECISION NOT NULL,
+        pid INTEGER NOT NULL
+    )""",
+    "CREATE SEQUENCE IF NOT EXISTS lease_tokens",
+)
+
+
+def _step_queue(db: Db) -> None:
+    """0 -> 1: the queue (messages, content, recipients) with leases, and the nodes."""
+    for statement in _QUEUE_TABLES:
+        db.execute(statement)
+
+
+def _step_cluster_limits(db: Db) -> None:
+    """1 -> 2: the tables of the cluster-wide anvil (:mod:`ironpost.anvil.cluster`)."""
+    from ironpost.anvil.cluster import ANVIL_DDL
+
+    for statement in ANVIL_DDL:
+        db.execute(statement)
+
+
+# MIGRATIONS[n] turns a version-n database into version n + 1.
+MIGRATIONS: dict[int, Callable[[Db], None]] = {0: _step_queue, 1: _step_cluster_limits}
+
+
+def migrate(db: Db, *, target: int = PG_SCHEMA_VERSION) -> int:
+    """Bring the database to ``target`` (in the caller's transaction); return the version
+    found. :class:`QueueSchemaError` if it is newer than this ironpost."""
+    db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    found = 0 if row is None or row[0] is None else int(row[0])
+    if found > PG_SCHEMA_VERSION:
+        raise QueueSchemaError(
+            f"queue schema version {found} is newer than this ironpost ({PG_SCHEMA_VERSION})"
+        )
+    for version in range(found, target):
+        MIGRATIONS[version](db)
+    if found < target:
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+    return found
+
+
+def db_now(db: Db) -> float:
+    """The database's clock, which every node's leases are measured on."""
+    return float(db.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()[0])
+
+
+class Leases:
+    """This node's claims: the token of each message it holds. Used by the writer thread
+    only (claim and record jobs run there), so it needs no lock."""
+
+    def __init__(self, node: str, lease_seconds: float) -> None:
+        self.node = node
+        self.lease_seconds = lease_seconds
+        self.tokens: dict[str, int] = {}
+        self.taken_over = 0  # messages claimed after another node's lease expired
+        self.fenced = 0  # outcomes dropped because this node no longer held the lease
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def claim_job(self, now: float, limit: int) -> Callable[[Db], list[QueuedMessage]]:
+        def job(db: Db) -> list[QueuedMessage]:
+            clock = db_now(db)
+            fresh = _ids(
+                db,
+                "SELECT id FROM messages WHERE state = ? ORDER BY id LIMIT ?"
+                " FOR UPDATE SKIP LOCKED",
+                (QueueState.INCOMING.value, limit),
+            )
+            due = _ids(
+                db,
+                "SELECT id FROM messages WHERE state = ? AND next_attempt <= ?"
+                " ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                (QueueState.DEFERRED.value, now, limit),
+            )
+            orphans = _ids(
+                db,
+                "SELECT id FROM messages WHERE state = ? AND lease_expires < ?"
+                " ORDER BY lease_expires LIMIT ? FOR UPDATE SKIP LOCKED",
+                (QueueState.ACTIVE.value, clock, limit),
+            )
+            # Alternate new and retried mail, as Postfix's qmgr does, so neither starves;
+            # a dead node's work goes first: it has waited a lease already.
+            order: list[str] = list(orphans)
+            for i in range(max(len(fresh), len(due))):
+                order.extend(q[i] for q in (fresh, due) if i < len(q))
+            token = int(db.execute("SELECT nextval('lease_tokens')").fetchone()[0])
+            expires = clock + self.lease_seconds
+            claimed: list[QueuedMessage] = []
+            for message_id in order[:limit]:
+                message = self._claim_one(db, message_id, now)
+                if message is None:
+                    continue
+                db.execute(
+                    "UPDATE messages SET state = ?, lease_owner = ?, lease_token = ?,"
+                    " lease_expires = ? WHERE id = ?",
+                    (QueueState.ACTIVE.value, self.node, token, expires, message_id),
+                )
+                self.tokens[message_id] = token
+                claimed.append(message)
+            taken = set(orphans)
+            self.taken_over += sum(1 for m in claimed if m.id in taken)
+            return claimed
+
+        return job
+
+    @staticmethod
+    def _claim_one(db: Db, message_id: str, now: float) -> QueuedMessage | None:
+        try:
+            message = load_message(db, message_id)
+        except CorruptRecord:
+            set_state(db, message_id, QueueState.CORRUPT)
+            return None
+        if message is None:
+            return None
+        batch = [
+            r
+            for r in message.recipients
+            if r.status is RecipientStatus.PENDING
+            or (r.status is RecipientStatus.DEFERRED and r.next_attempt <= now)
+        ]
+        if not batch:  # e.g. released from hold before its retry time
+            settle_state(db, message_id)
+            return None
+        db.executemany(
+            "UPDATE recipients SET status = ? WHERE message_id = ? AND idx = ?",
+            [(RecipientStatus.PENDING.value, message_id, r.index) for r in batch],
+        )
+        for r in batch:
+            r.status = RecipientStatus.PENDING
+        message.state = QueueState.ACTIVE
+        message.recipients = batch
+        return message
+
+    def record_job(self, outcomes: Sequence[Outcome]) -> Callable[[Db], list[str]]:
+        touched = list(dict.fromkeys(o.message_id for o in outcomes))
+
+        def job(db: Db) -> list[str]:
+            held: set[str] = set()
+            rows = db.execute(
+                f"SELECT id, lease_owner, lease_token FROM messages WHERE id IN ({_marks(touched)})"
+                " FOR UPDATE",
+                touched,
+            ).fetchall()
+            for message_id, owner, token in rows:
+                if (
+                    owner == self.node
+                    and token is not None
+                    and token == self.tokens.get(message_id)
+                ):
+                    held.add(message_id)
+            kept = [o for o in outcomes if o.message_id in held]
+            present = {r[0] for r in rows}
+            self.fenced += sum(1 for o in outcomes if o.message_id in present - held)
+            if kept:
+                db.executemany(
+                    "UPDATE recipients SET status = ?, attempts = attempts + 1,"
+                    " next_attempt = COALESCE(?, next_attempt), last_reply = ?"
+                    " WHERE message_id = ? AND idx = ?",
+                    [
+                        (o.status.value, o.next_attempt, o.reply, o.message_id, o.index)
+                        for o in kept
+                    ],
+                )
+            removed = [m for m in touched if m in held and settle_state(db, m)]
+            done = [m for m in touched if m in held]
+            if done:
+                # A message no longer ACTIVE (deferred, held, removed) holds no lease.
+                db.execute(
+                    "UPDATE messages SET lease_owner = NULL, lease_token = NULL,"
+                    f" lease_expires = NULL WHERE id IN ({_marks(done)}) AND state != ?",
+                    (*done, QueueState.ACTIVE.value),
+                )
+                still = set(
+                    _ids(
+                        db,
+                        f"SELECT id FROM messages WHERE id IN ({_marks(done)}) AND state = ?",
+                        (*done, QueueState.ACTIVE.value),
+                    )
+                )
+                for m in done:
+                    if m not in still:
+                        self.tokens.pop(m, None)
+            for m in touched:
+                if m not in present:
+                    self.tokens.pop(m, None)
+            return removed
+
+        return job
+
+    def recover_job(self, db: Db) -> int:
+        """This node's ACTIVE messages back to INCOMING (its previous life's work), and
+        the node registered as alive."""
+        clock = db_now(db)
+        db.execute(
+            "INSERT INTO nodes (name, started, heartbeat, pid) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET started = EXCLUDED.started,"
+            " heartbeat = EXCLUDED.heartbeat, pid = EXCLUDED.pid",
+            (self.node, clock, clock, os.getpid()),
+        )
+        count = db.execute(
+            "UPDATE messages SET state = ?, lease_owner = NULL, lease_token = NULL,"
+            " lease_expires = NULL WHERE state = ? AND lease_owner = ?",
+            (QueueState.INCOMING.value, QueueState.ACTIVE.value, self.node),
+        ).rowcount
+        self.tokens.clear()
+        return int(count)
+
+
+def renew(db: Db, node: str, lease_seconds: float) -> int:
+    """Extend every lease ``node`` holds and beat its heart; return the leases renewed."""
+    clock = db_now(db)
+    db.execute("UPDATE nodes SET heartbeat = ? WHERE name = ?", (clock, node))
+    return int(
+        db.execute(
+            "UPDATE messages SET lease_expires = ? WHERE lease_owner = ? AND state = ?",
+            (clock + lease_seconds, node, QueueState.ACTIVE.value),
+        ).rowcount
+    )
+
+
+def node_rows(db: Db) -> list[tuple[str, float, float, int, int]]:
+    """``(name, started, heartbeat, pid, messages held)`` of every node ever seen."""
+    return [
+        (str(n), float(s), float(h), int(p), int(c))
+        for n, s, h, p, c in db.execute(
+            "SELECT n.name, n.started, n.heartbeat, n.pid,"
+            " (SELECT COUNT(*) FROM messages m WHERE m.state = ? AND m.lease_owner = n.name)"
+            " FROM nodes n ORDER BY n.name",
+            (QueueState.ACTIVE.value,),
+        )
+    ]
+
+
+def _ids(db: Db, sql: str, params: Sequence[Any]) -> list[str]:
+    return [str(r[0]) for r in db.execute(sql, params)]
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))

@@ -1,0 +1,373 @@
+"""The PostgreSQL queue engine: one queue shared by many ironpost nodes (issue #8).
+
+Selected with ``queue_engine = postgresql`` and ``queue_database_url``. The same
+:class:`~ironpost.queue.store.QueueStore` as SQLite, with the same tables and shared SQL
+(:mod:`ironpost.queue.records`, :mod:`ironpost.queue.admin`); what a cluster changes is
+in :mod:`ironpost.queue.pg_records` (leases, fencing, migrations).
+
+Threads, not an asyncio driver, and why: every server-side write is a job of one
+:class:`~ironpost.queue.writer.GroupCommitWriter` thread, exactly as with SQLite, so the
+group commit (every message that finished DATA during the previous COMMIT joins the
+next transaction) and its failure semantics are the same code. The event loop never
+waits on the database: it awaits the writer's futures. Bodies are read through a psycopg
+connection pool on reader threads; admin commands use their own connection.
+
+Invariants:
+- a ``submit`` returns only after the COMMIT holding it returned with
+  ``synchronous_commit = on`` (the WAL is flushed, and replicated if the cluster has a
+  synchronous standby); any failure, the database being unreachable included, raises
+  :class:`QueueWriteError` (the server answers 451 4.3.0), never a false success;
+- the bookkeeping of delivery (claim, record) commits with ``synchronous_commit = off``:
+  a database crash can undo it, which means a redelivery, never a loss;
+- a lost connection is reopened by the next batch (the writer never reuses a connection
+  in doubt), so a node reconnects by itself when the database is back;
+- leases: see :mod:`ironpost.queue.pg_records`; this node renews its own while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ironpost.queue.admin import SqlAdmin
+from ironpost.queue.hotcache import HotContent
+from ironpost.queue.ids import new_queue_id
+from ironpost.queue.model import (
+    Envelope,
+    Outcome,
+    QueuedMessage,
+    QueueState,
+    QueueWriteError,
+    RecipientStatus,
+    address_domain,
+    envelope_to_json,
+    notify_to_text,
+)
+from ironpost.queue.pg_records import Leases, migrate, node_rows, renew
+from ironpost.queue.records import (
+    INSERT_CONTENT,
+    INSERT_MESSAGE,
+    INSERT_RCPT,
+    check_outcomes,
+    mark_warned_job,
+)
+from ironpost.queue.sql import Cursor, Db
+from ironpost.queue.writer import GroupCommitWriter
+
+T = TypeVar("T")
+#: Default memory for bodies awaiting their first delivery (as SQLite's ``HOT_BYTES``).
+HOT_BYTES = 32 * 1024 * 1024
+#: How long a claim holds its messages without renewal (``queue_lease_time``).
+LEASE_SECONDS = 60.0
+CONNECT_TIMEOUT = 5
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """``?`` placeholders (the shared SQL's) as psycopg's ``%s``."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgDb:
+    """A psycopg connection as a :class:`~ironpost.queue.sql.Db` (autocommit, so the
+    engine's BEGIN/COMMIT delimit transactions exactly as with sqlite3)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        if parameters:
+            return self.raw.execute(_pg_sql(sql), tuple(parameters))
+        return self.raw.execute(sql)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
+        cursor = self.raw.cursor()
+        cursor.executemany(_pg_sql(sql), [tuple(p) for p in parameters])
+        return cursor
+
+    def close(self) -> None:
+        self.raw.close()
+
+    @property
+    def usable(self) -> bool:
+        return not (self.raw.closed or self.raw.broken)
+
+
+def connect(url: str, *, timeout: int = CONNECT_TIMEOUT) -> PgDb:
+    return PgDb(psycopg.connect(url, autocommit=True, connect_timeout=timeout))
+
+
+class _PgWriter(GroupCommitWriter[PgDb]):
+    def _begin(self, conn: PgDb, durable: bool) -> None:
+        conn.execute("BEGIN")
+        # Per transaction: the server's default may be anything, this is our guarantee.
+        conn.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+
+
+class PostgresQueue(SqlAdmin):
+    """A :class:`~ironpost.queue.store.QueueStore` in a PostgreSQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        node: str,
+        lease_seconds: float = LEASE_SECONDS,
+        hot_bytes: int = HOT_BYTES,
+        readers: int = 4,
+    ) -> None:
+        """``node``: this node's name, unique in the cluster (its leases carry it).
+        ``hot_bytes``: memory for just-accepted bodies (0 where nothing is delivered)."""
+        if not node:
+            raise ValueError("a PostgreSQL queue needs a node name")
+        if not lease_seconds > 0:
+            raise ValueError(f"the lease time must be positive, not {lease_seconds!r}")
+        self.url = url
+        self.node = node
+        self.hot = HotContent(hot_bytes)
+        self.orphans_removed = 0  # no body files: nothing is ever orphaned
+        self.leases = Leases(node, lease_seconds)
+        self._admin_lock = threading.Lock()
+        self._admin_conn: PgDb | None = None
+        self._admin_transaction(migrate)
+        self._writer = _PgWriter(self._connect, name="ironpost-queue-writer")
+        self._readers = readers
+        self._pool: ConnectionPool[Any] | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._renewer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.renewals = 0
+        self.renew_errors = 0
+
+    def _connect(self) -> PgDb:
+        return connect(self.url)
+
+    # -- server side (async) -------------------------------------------------------------
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    @property
+    def writer(self) -> GroupCommitWriter[PgDb]:
+        return self._writer
+
+    async def submit(
+        self, envelope: Envelope, content: bytes, *, queue_id: str | None = None
+    ) -> str:
+        message_id = queue_id or new_queue_id()
+        message_row = (
+            message_id,
+            QueueState.INCOMING.value,
+            envelope.arrival,
+            len(content),
+            envelope.sender,
+            envelope.arrival,
+            envelope_to_json(envelope),
+        )
+        rcpt_rows = [
+            (
+                message_id,
+                i,
+                r.address,
+                r.original,
+                notify_to_text(r.notify),
+                r.orcpt,
+                RecipientStatus.PENDING.value,
+                envelope.arrival,
+                address_domain(r.address),
+            )
+            for i, r in enumerate(envelope.recipients)
+        ]
+        blob = bytes(content)
+
+        def job(db: PgDb) -> str:
+            db.execute(INSERT_MESSAGE, message_row)
+            db.execute(INSERT_CONTENT, (message_id, blob, None))
+            db.executemany(INSERT_RCPT, rcpt_rows)
+            return message_id
+
+        await self._writer.run(job)
+        if len(blob) <= self.hot.max_body:
+            self.hot.put(message_id, blob)
+        return message_id
+
+    async def claim(self, *, now: float, limit: int) -> list[QueuedMessage]:
+        if limit <= 0:
+            return []
+        self._start_renewer()
+        claimed: list[QueuedMessage] = await self._writer.run(
+            self.leases.claim_job(now, limit), durable=False
+        )
+        return claimed
+
+    async def content(self, message_id: str) -> bytes:
+        """The stored message bytes; ``KeyError`` if the message is gone."""
+        hot = self.hot.take(message_id)
+        if hot is not None:
+            return hot
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(
+                self._readers, thread_name_prefix="ironpost-queue-reader"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._read_content, message_id)
+
+    def _read_content(self, message_id: str) -> bytes:
+        if self._pool is None:
+            with self._admin_lock:  # one pool, however many readers race to open it
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self.url,
+                        min_size=1,
+                        max_size=self._readers,
+                        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                        check=ConnectionPool.check_connection,
+                        name="ironpost-queue-readers",
+                        open=True,
+                    )
+        try:
+            with self._pool.connection(timeout=CONNECT_TIMEOUT * 2) as raw:
+                row = raw.execute(
+                    "SELECT content FROM message_content WHERE message_id = %s", (message_id,)
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise QueueWriteError(f"queue read failed: {exc}") from exc
+        if row is None:
+            raise KeyError(message_id)
+        return bytes(row[0])
+
+    async def record(self, outcomes: Sequence[Outcome]) -> list[str]:
+        check_outcomes(outcomes)
+        if not outcomes:
+            return []
+        removed: list[str] = await self._writer.run(
+            self.leases.record_job(list(outcomes)), durable=False
+        )
+        return removed
+
+    async def recover(self) -> int:
+        """Return this node's interrupted (ACTIVE) messages to INCOMING; other nodes'
+        work is theirs until their leases expire."""
+        count: int = await self._writer.run(self.leases.recover_job)
+        return count
+
+    async def mark_warned(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            await self._writer.run(mark_warned_job(message_ids), durable=False)
+
+    # -- lease renewal ---------------------------------------------------------------
+
+    def _start_renewer(self) -> None:
+        if self._renewer is None and not self._stop.is_set():
+            self._renewer = threading.Thread(
+                target=self._renew_loop, name="ironpost-queue-leases", daemon=True
+            )
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        """Every third of a lease: extend this node's leases. A failure (the database
+        away) is retried at the next tick on a new connection; leases that expire
+        meanwhile are taken over by other nodes, and this node's outcomes for them are
+        fenced off (:mod:`ironpost.queue.pg_records`)."""
+        db: PgDb | None = None
+        interval = self.leases.lease_seconds / 3
+        while not self._stop.wait(interval):
+            try:
+                if db is None or not db.usable:
+                    db = self._connect()
+                renew(db, self.node, self.leases.lease_seconds)
+                self.renewals += 1
+            except psycopg.Error:
+                self.renew_errors += 1
+                if db is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        db.close()
+                db = None
+        if db is not None:
+            with contextlib.suppress(psycopg.Error):
+                db.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        self._writer.close()
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        with self._admin_lock:
+            if self._admin_conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._admin_conn.close()
+                self._admin_conn = None
+
+    # -- admin (synchronous): the primitives of SqlAdmin ---------------------------
+
+    def _admin(self) -> PgDb:
+        if self._admin_conn is None or not self._admin_conn.usable:
+            self._admin_conn = self._connect()
+        return self._admin_conn
+
+    def _admin_run(self, begin: str, work: Callable[[Db], T]) -> T:
+        with self._admin_lock:
+            db = self._admin()
+            db.execute(begin)
+            try:
+                result = work(db)
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+    def _admin_read(self, work: Callable[[Db], T]) -> T:
+        return self._admin_run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", work)
+
+    def _admin_transaction(self, work: Callable[[Db], T]) -> T:
+        return self._admin_run("BEGIN", work)
+
+    def _admin_delete(self, work: Callable[[Db], T], ids: Sequence[str] | None) -> T:
+        return self._admin_transaction(work)
+
+    def _admin_write(self, sql: str, params: Sequence[Any]) -> int:
+        return self._admin_transaction(lambda db: int(db.execute(sql, params).rowcount))
+
+    def _body_of(self, message_id: str, row: Sequence[Any]) -> bytes:
+        return bytes(row[0])
+
+    def nodes(self) -> list[tuple[str, float, float, int, int]]:
+        """Every node of the cluster: ``(name, started, heartbeat, pid, messages held)``."""
+        return self._admin_read(node_rows)
+
+    def integrity_check(self) -> str:
+        """What SQLite's ``PRAGMA integrity_check`` says of a sound database: PostgreSQL
+        keeps its own; this checks that every message has its content and recipients."""
+
+        def check(db: Db) -> str:
+            row = db.execute(
+                "SELECT"
+                " (SELECT COUNT(*) FROM messages m WHERE NOT EXISTS"
+                "   (SELECT 1 FROM message_content c WHERE c.message_id = m.id)),"
+                " (SELECT COUNT(*) FROM recipients r WHERE NOT EXISTS"
+                "   (SELECT 1 FROM messages m WHERE m.id = r.message_id))"
+            ).fetchone()
+            if row[0] or row[1]:
+                return f"{row[0]} message(s) without content, {row[1]} stray recipient(s)"
+            return "ok"
+
+        return self._admin_read(check)
