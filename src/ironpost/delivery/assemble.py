@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ironpost.delivery.cluster_gate import ClusterGate
 from ironpost.delivery.local import DiscardTransport, ErrorTransport, MaildirTransport
 from ironpost.delivery.manager import QueueManager
 from ironpost.delivery.notices import Notices
@@ -56,6 +57,7 @@ def build_queue_manager(
     resolver: Resolver | None = None,
     transports: dict[str, Transport] | None = None,
     clock: Callable[[], float] = time.time,
+    gate: ClusterGate | None = None,
 ) -> QueueManager:
     scheduler = Scheduler(SchedulerConfig.from_settings(settings), clock=clock)
     if transports is None:
@@ -87,5 +89,6 @@ def build_queue_manager(
         lifetime=scheduler.lifetime,
         notices=notices,
         clock=clock,
+        gate=gate,
     )
     return manager

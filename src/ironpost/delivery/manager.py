@@ -23,6 +23,9 @@ Invariants:
 - Deliveries waiting for a destination slot queue in FIFO order per destination, and a
   released slot is handed to the next waiter directly (no wake-everyone event): the cost
   of a release does not grow with the number of messages waiting.
+- With a queue shared by several nodes, a network delivery also holds one of its
+  destination's cluster-wide slots (``gate``), taken after the local slot and released
+  with it, so the destination's concurrency limit holds across the cluster.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ironpost.delivery.cluster_gate import ClusterGate, Slot
 from ironpost.delivery.notices import Attempt, Notices
 from ironpost.delivery.transport import (
     BatchRecipient,
@@ -58,6 +62,8 @@ __all__ = ["QueueManager"]
 
 _LOCAL_ERROR = "4.3.0 mail system error"
 _LOCAL_AGENTS = frozenset({"maildir", "discard", "error"})
+_GATE_FIRST_PAUSE = 0.05  # seconds between tries for a cluster slot, doubling ...
+_GATE_LAST_PAUSE = 1.0  # ... up to this
 
 
 @dataclass(slots=True)
@@ -98,8 +104,12 @@ class QueueManager:
         active_limit: int = 2000,
         poll_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
+        gate: ClusterGate | None = None,
     ) -> None:
+        """``gate``: the cluster-wide destination slots of a PostgreSQL queue shared by
+        several nodes (:mod:`ironpost.delivery.cluster_gate`); None on one machine."""
         self._store = store
+        self._gate = gate
         self._router = router
         self._log = maillog
         self._transports = transports
@@ -312,11 +322,16 @@ class QueueManager:
         start = self._clock()
         request = DeliveryRequest(msg.id, msg.envelope, tuple(group.recipients), content, hop)
         results: list[RecipientResult] = []
+        slot: Slot | None = None
         try:
+            if gated and self._gate is not None:
+                slot = await self._cluster_slot(self._gate, hop)
             results = await self._transports[hop.transport].deliver(request)
         except Exception as exc:  # an agent bug defers its batch; it must not lose it
             self._log.emit("qmgr", f"warning: {msg.id}: {hop} delivery failed: {exc!r}")
         finally:
+            if slot is not None and self._gate is not None:
+                self._gate.release(slot)
             if gated:
                 feedback = feedback_of(results)
                 failure = next((r.reply for r in results if r.destination_failed), None)
@@ -352,6 +367,22 @@ class QueueManager:
                 limiter.give_back(hop)  # granted, but we are gone: not a delivery
                 self._grant()
             raise
+
+    async def _cluster_slot(self, gate: ClusterGate, hop: NextHop) -> Slot | None:
+        """Wait for one of the destination's cluster-wide slots (this delivery already
+        holds a local one); None when the destination has no concurrency limit."""
+        limit = self._limiter.concurrency_limit(hop.transport)
+        if limit is None:
+            return None
+        pause = _GATE_FIRST_PAUSE
+        while True:
+            slot = await gate.acquire(str(hop), limit)
+            if slot is not None:
+                return slot
+            # Other nodes hold every slot: their deliveries end in their own time, and
+            # nothing tells us when, so poll, backing off to a second.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _GATE_LAST_PAUSE)
 
     def _grant(self) -> None:
         """Hand free slots to waiting deliveries, oldest first per destination; tell the

@@ -59,6 +59,7 @@ from ironpost.queue.engines import open_store
 from ironpost.queue.trigger import FLUSH, TriggerListener, trigger_path
 from ironpost.server import privileges
 from ironpost.server import tls as tlsmod
+from ironpost.server.cluster import cluster_services
 from ironpost.server.context import ConnectionTracker, DiskSpace, ListenerContext
 from ironpost.server.generation import Bind, Generation, GenerationBuilder
 from ironpost.server.session import SmtpSession
@@ -130,7 +131,13 @@ class MtaServer:
         self._signal: int | None = None
         self._reloading = asyncio.Lock()
         self._retiring: set[asyncio.Task[Any]] = set()  # old queue managers finishing
-        self.anvil = Anvil(AnvilConfig.from_settings(self.settings))
+        # A node of a cluster (PostgreSQL queue) shares its anvil counts and its
+        # destination slots with the others; on one machine both are this process's.
+        self._cluster = cluster_services(
+            self.settings, lambda text: self.maillog.emit("cluster", text)
+        )
+        config = AnvilConfig.from_settings(self.settings)
+        self.anvil = Anvil(config) if self._cluster is None else self._cluster.anvil(config)
         self._tracker = ConnectionTracker(
             per_client=self.settings.integer("smtpd_client_connection_count_limit"),
             total=self.settings.integer("smtpd_connection_limit"),
@@ -145,6 +152,10 @@ class MtaServer:
         # A worker opens its own connection (and writer thread) to the same queue file;
         # it never delivers, so it keeps no bodies for a first delivery.
         store = open_store(settings, delivers=not worker)
+        if self._cluster is not None and not worker:
+            self.maillog.emit(
+                "qmgr", f"queue: postgresql, shared by a cluster; this node is {self._cluster.node}"
+            )
         if not worker:  # the queue authority alone: workers never claim nor recover
             recovered = await store.recover()
             if recovered:
@@ -162,7 +173,10 @@ class MtaServer:
             disk=DiskSpace(queue_dir),
             poke=MasterPoke(queue_dir),
             delivers=not worker,
+            gate=None if self._cluster is None else self._cluster.gate,
         )
+        if self._cluster is not None:
+            self._cluster.start()
         # Metrics live in the master (off unless metrics_listen).
         metrics = MetricsServer() if worker else start_metrics_server(settings, store=store)
         loop = asyncio.get_running_loop()
@@ -228,6 +242,8 @@ class MtaServer:
                 await self._stop_workers(pool)
             metrics.close()
             await self._builder.close()
+            if self._cluster is not None:
+                await self._cluster.close()
             store.close()
             self.maillog.emit(self._who, "daemon stopped")
             self.maillog.flush()

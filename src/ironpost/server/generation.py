@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ironpost.anvil import Anvil
     from ironpost.config import LoadedConfig, Service
     from ironpost.config.settings import Settings
+    from ironpost.delivery.cluster_gate import ClusterGate
     from ironpost.delivery.manager import QueueManager
     from ironpost.maillog import MailLog
     from ironpost.queue.store import QueueStore
@@ -91,9 +92,11 @@ class GenerationBuilder:
         disk: DiskSpace,
         poke: Callable[[str], None],
         delivers: bool,
+        gate: ClusterGate | None = None,
     ) -> None:
         """``poke``: a worker's ``on_queued`` (wakes the master's queue manager).
-        ``delivers``: False in a worker process, whose generations have no queue manager."""
+        ``delivers``: False in a worker process, whose generations have no queue manager.
+        ``gate``: a cluster node's destination slots (PostgreSQL queue), else None."""
         self.maillog = maillog
         self._store = store
         self._tracker = tracker
@@ -101,6 +104,7 @@ class GenerationBuilder:
         self._disk = disk
         self._poke = poke
         self._delivers = delivers
+        self._gate = gate
         self._tls_cache: dict[tuple[str, str], ssl.SSLContext] = {}
         self._sasl: dict[tuple[str, str], SaslBackend] = {}
 
@@ -112,7 +116,9 @@ class GenerationBuilder:
         resolver = DnsResolver.from_settings(settings)
         runner = None
         if self._delivers:  # a worker never delivers
-            runner = build_queue_manager(settings, store, router, self.maillog, resolver=resolver)
+            runner = build_queue_manager(
+                settings, store, router, self.maillog, resolver=resolver, gate=self._gate
+            )
         for key in ensure_auto_keys(settings):
             self.maillog.emit(
                 "cleanup",
