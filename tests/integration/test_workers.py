@@ -152,6 +152,9 @@ def test_a_killed_worker_is_restarted_and_serves(mta_factory: type[MtaFactory]) 
 def test_the_worker_exits_when_the_master_is_killed(mta_factory: type[MtaFactory]) -> None:
     mta = mta_factory.start(WORKERS)
     master, workers = _pids(mta)
+    # A worker logs "started" once its signal handlers are in place; killed before that
+    # (a loaded machine), SIGTERM's default action ends it without a word.
+    assert mta.log_has(*(f"smtpd[{pid}]: worker started" for pid in workers), timeout=15)
     mta.kill9()
     # PDEATHSIG: SIGTERM; each drains (nothing open) and exits.
     assert _wait(lambda: not any(_alive(pid) for pid in workers), timeout=15)
