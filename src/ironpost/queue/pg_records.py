@@ -29,7 +29,8 @@ Invariants:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ironpost.queue.model import CorruptRecord, Outcome, QueuedMessage, QueueState, RecipientStatus
@@ -134,6 +135,12 @@ class Leases:
         self.node = node
         self.lease_seconds = lease_seconds
         self.tokens: dict[str, int] = {}
+        # The messages whose leases the renewer extends: claimed and not yet settled, nor
+        # given up (a record that failed). Shared with the renewer thread and the event
+        # loop, hence the lock; a message given up keeps its lease only until it expires,
+        # and is then claimed again, by any node.
+        self._live: set[str] = set()
+        self._live_lock = threading.Lock()
         self.taken_over = 0  # messages claimed after another node's lease expired
         self.fenced = 0  # outcomes dropped because this node no longer held the lease
 
@@ -179,6 +186,8 @@ class Leases:
                 )
                 self.tokens[message_id] = token
                 claimed.append(message)
+            with self._live_lock:
+                self._live.update(m.id for m in claimed)
             taken = set(orphans)
             self.taken_over += sum(1 for m in claimed if m.id in taken)
             return claimed
@@ -259,12 +268,14 @@ class Leases:
                         (*done, QueueState.ACTIVE.value),
                     )
                 )
-                for m in done:
-                    if m not in still:
-                        self.tokens.pop(m, None)
-            for m in touched:
-                if m not in present:
+                settled = [m for m in done if m not in still]
+                for m in settled:
                     self.tokens.pop(m, None)
+                self.forget(settled)
+            gone = [m for m in touched if m not in present]
+            for m in gone:
+                self.tokens.pop(m, None)
+            self.forget(gone)
             return removed
 
         return job
@@ -285,17 +296,35 @@ class Leases:
             (QueueState.INCOMING.value, QueueState.ACTIVE.value, self.node),
         ).rowcount
         self.tokens.clear()
+        with self._live_lock:
+            self._live.clear()
         return int(count)
 
+    # -- the renewer's view ---------------------------------------------------------
 
-def renew(db: Db, node: str, lease_seconds: float) -> int:
-    """Extend every lease ``node`` holds and beat its heart; return the leases renewed."""
+    def live(self) -> list[str]:
+        """The messages whose leases are to be renewed now."""
+        with self._live_lock:
+            return list(self._live)
+
+    def forget(self, message_ids: Iterable[str]) -> None:
+        """Stop renewing these leases (settled, or given up after a failed record)."""
+        with self._live_lock:
+            self._live.difference_update(message_ids)
+
+
+def renew(db: Db, node: str, lease_seconds: float, message_ids: Sequence[str]) -> int:
+    """Extend the leases ``node`` holds on ``message_ids`` (those it is still working on)
+    and beat its heart; return the leases renewed."""
     clock = db_now(db)
     db.execute("UPDATE nodes SET heartbeat = ? WHERE name = ?", (clock, node))
+    if not message_ids:
+        return 0
     return int(
         db.execute(
-            "UPDATE messages SET lease_expires = ? WHERE lease_owner = ? AND state = ?",
-            (clock + lease_seconds, node, QueueState.ACTIVE.value),
+            "UPDATE messages SET lease_expires = ?"
+            " WHERE lease_owner = ? AND state = ? AND id = ANY(?)",
+            (clock + lease_seconds, node, QueueState.ACTIVE.value, list(message_ids)),
         ).rowcount
     )
 

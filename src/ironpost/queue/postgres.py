@@ -251,9 +251,15 @@ class PostgresQueue(SqlAdmin):
         check_outcomes(outcomes)
         if not outcomes:
             return []
-        removed: list[str] = await self._writer.run(
-            self.leases.record_job(list(outcomes)), durable=False
-        )
+        try:
+            removed: list[str] = await self._writer.run(
+                self.leases.record_job(list(outcomes)), durable=False
+            )
+        except QueueWriteError:
+            # The manager drops the message; so does the renewer, and the lease expires:
+            # then the message is claimed again (by any node), never left stuck ACTIVE.
+            self.leases.forget(o.message_id for o in outcomes)
+            raise
         return removed
 
     async def recover(self) -> int:
@@ -286,7 +292,7 @@ class PostgresQueue(SqlAdmin):
             try:
                 if db is None or not db.usable:
                     db = self._connect()
-                renew(db, self.node, self.leases.lease_seconds)
+                renew(db, self.node, self.leases.lease_seconds, self.leases.live())
                 self.renewals += 1
             except psycopg.Error:
                 self.renew_errors += 1
