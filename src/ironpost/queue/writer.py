@@ -177,6 +177,9 @@ class GroupCommitWriter(Generic[C]):
             self._synchronous = wanted
         conn.execute("BEGIN IMMEDIATE")
 
+    def _commit(self, conn: C) -> None:
+        conn.execute("COMMIT")
+
     def _run_batch(self, conn: C | None, batch: list[_Item]) -> C | None:
         results: list[Any] = []
         durable = any(item[3] for item in batch)
@@ -188,7 +191,7 @@ class GroupCommitWriter(Generic[C]):
             self._begin(conn, durable)
             for job, _fut, _loop, _durable in batch:
                 results.append(job(conn))
-            conn.execute("COMMIT")
+            self._commit(conn)
         except Exception as exc:
             self._after.clear()
             self.failed_batches += 1
