@@ -24,7 +24,6 @@ Invariants:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -295,8 +294,9 @@ class QueueCollector(Collector):
     """``ironpost_queue_messages{state}``: messages per queue state, counted at scrape time.
 
     ``counts`` is the store's ``stats()`` (one indexed ``GROUP BY state``); it runs on the
-    metrics server's thread, which is safe for the SQLite engine (its admin connection is
-    shared under a lock and not tied to a thread).
+    metrics server's thread, which is safe for both engines (their admin connection is
+    shared under a lock and not tied to a thread). With PostgreSQL the counts are the
+    whole cluster's.
     """
 
     def __init__(self, counts: Callable[[], Mapping[QueueState, int]]) -> None:
@@ -308,7 +308,7 @@ class QueueCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         try:
             counts = self._counts()
-        except (sqlite3.Error, OSError):
+        except Exception:  # SQLite's errors, or PostgreSQL away: the scrape goes on
             QUEUE_SCRAPE_ERRORS.inc()
             return
         family = self._family()
