@@ -3,11 +3,13 @@
 The Postfix tools it stands in for: ``mailq``/``postqueue -p`` (list), ``postqueue -j``
 (list --json), ``postcat -q`` (show), ``postsuper -d/-h/-H/-r`` (delete, hold, release,
 requeue; by id, ``ALL``, ``-`` for ids on stdin, or ``--sender``/``--domain``),
-``postqueue -f``/``-s`` (flush [--domain]) and ``qshape`` (stats).
-Every subcommand opens the queue database with its own connection and a busy timeout,
-so it works while the server runs; a bulk action is one transaction. After a change
-that makes mail due (release, requeue, flush) the server is poked through its trigger
-socket; if it is not running, the change simply takes effect when it starts.
+``postqueue -f``/``-s`` (flush [--domain]) and ``qshape`` (stats). Two have no Postfix
+counterpart: ``migrate --to URL`` moves a stopped server's SQLite queue into PostgreSQL
+(:mod:`ironpost.queue.migrate`), and ``nodes`` lists the nodes sharing a PostgreSQL queue.
+Every subcommand but ``migrate`` opens the queue database with its own connection and a
+busy timeout, so it works while the server runs; a bulk action is one transaction.
+After a change that makes mail due (release, requeue, flush) the server is poked through
+its trigger socket; if it is not running, the change simply takes effect when it starts.
 Formatting is done by pure functions, tested without a database. ``list`` streams: the
 store hands over only the columns mailq prints, row by row (no envelope is decoded),
 and the text goes out in large chunks as it is made.
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ironpost.cli.common import add_config_option, load_or_exit
+from ironpost.config import LoadedConfig
 from ironpost.queue.engines import QueueConfigError, Store, open_store
 from ironpost.queue.model import CorruptRecord, QueuedMessage, QueueState, RecipientStatus
 from ironpost.queue.records import ListingRow
@@ -94,7 +97,7 @@ class _Stamps:
         return text[:17], text[19:]
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     # Like Postfix's printable(): addresses come from the network; never let control
     # characters reach the administrator's terminal.
     return "".join(c if c.isprintable() else "?" for c in text)
@@ -144,7 +147,7 @@ def write_mailq(rows: Iterable[ListingRow], out: TextIO, *, long_ids: bool) -> i
                 last_second = second
                 stamp = stamp_of(second)
             if not sender.isprintable():
-                sender = _printable(sender)
+                sender = printable(sender)
             mark = _MARKS.get(state, "")
             append((sender_fmt % (message_id + mark, size, stamp, sender or EMPTY_SENDER)).rstrip())
             saved_reason = ""
@@ -152,7 +155,7 @@ def write_mailq(rows: Iterable[ListingRow], out: TextIO, *, long_ids: bool) -> i
             continue
         why = reason or ""
         if not why.isprintable():
-            why = _printable(why)
+            why = printable(why)
         if why != saved_reason:
             saved_reason = why
             line = reason_lines.get(why)
@@ -160,7 +163,7 @@ def write_mailq(rows: Iterable[ListingRow], out: TextIO, *, long_ids: bool) -> i
                 line = reason_lines[why] = f"({why or 'reason unavailable'})".rjust(78)
             append(line)
         if not address.isprintable():
-            address = _printable(address)
+            address = printable(address)
         append((pad + address).rstrip())
     if not count:
         out.write("Mail queue is empty\n")
@@ -192,7 +195,7 @@ def format_mailq(messages: Sequence[QueuedMessage], *, long_ids: bool | None = N
     return out.getvalue()
 
 
-def _iso(epoch: float) -> str:
+def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -200,7 +203,7 @@ def message_to_json(m: QueuedMessage) -> dict[str, Any]:
     return {
         "id": m.id,
         "state": m.state.value,
-        "arrival": _iso(m.envelope.arrival),
+        "arrival": iso(m.envelope.arrival),
         "size": m.size,
         "sender": m.envelope.sender,
         "recipients": [
@@ -209,7 +212,7 @@ def message_to_json(m: QueuedMessage) -> dict[str, Any]:
                 "original": r.spec.original,
                 "status": r.status.value,
                 "attempts": r.attempts,
-                "next_attempt": _iso(r.next_attempt),
+                "next_attempt": iso(r.next_attempt),
                 "last_reply": r.last_reply,
             }
             for r in m.recipients
@@ -231,8 +234,8 @@ def format_show(m: QueuedMessage, content: bytes) -> str:
         f"state: {m.state.value}",
         f"message_size: {m.size}",
         f"message_arrival_time: {asctime(e.arrival)}",
-        f"sender: {_printable(e.sender)}",
-        f"client: {_printable(c.name)}[{c.address}] helo={_printable(c.helo)}",
+        f"sender: {printable(e.sender)}",
+        f"client: {printable(c.name)}[{c.address}] helo={printable(c.helo)}",
         f"protocol: {c.protocol}",
     ]
     for label, value in (
@@ -243,16 +246,16 @@ def format_show(m: QueuedMessage, content: bytes) -> str:
         ("envid", e.envid),
     ):
         if value is not None:
-            lines.append(f"{label}: {_printable(value)}")
+            lines.append(f"{label}: {printable(value)}")
     if e.smtputf8:
         lines.append("smtputf8: yes")
     for r in m.recipients:
-        lines.append(f"original_recipient: {_printable(r.spec.original)}")
+        lines.append(f"original_recipient: {printable(r.spec.original)}")
         lines.append(
-            f"recipient: {_printable(r.spec.address)} status={r.status.value} attempts={r.attempts}"
+            f"recipient: {printable(r.spec.address)} status={r.status.value} attempts={r.attempts}"
         )
         if r.last_reply:
-            lines.append(f"last_reply: {_printable(r.last_reply)}")
+            lines.append(f"last_reply: {printable(r.last_reply)}")
     text = content.decode("utf-8", "replace").replace("\r\n", "\n")
     header, sep, body = text.partition("\n\n")
     lines.append("*** MESSAGE CONTENTS ***")
@@ -364,7 +367,7 @@ def cmd_apply(
     count = operation(store, ids)
     what = "no such message on hold" if action == "release" else "no such message"
     for message_id in missing:
-        err.write(f"ironpost queue: {_printable(message_id)}: {what}\n")
+        err.write(f"ironpost queue: {printable(message_id)}: {what}\n")
     out.write(f"ironpost queue: {verb}: {count} message{'' if count == 1 else 's'}\n")
     if trigger is not None and count and queue_directory is not None:
         notify(queue_directory, trigger)
@@ -417,8 +420,7 @@ def cmd_stats(
     return 0
 
 
-def _open_from_args(args: argparse.Namespace) -> tuple[Store, Path]:
-    loaded = load_or_exit(args)
+def _open_from_args(args: argparse.Namespace, loaded: LoadedConfig) -> tuple[Store, Path]:
     directory = Path(loaded.settings.text("queue_directory"))
     try:
         return open_store(loaded.settings, delivers=False), directory
@@ -440,8 +442,18 @@ def _selection(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Sel
 def run(args: argparse.Namespace) -> int:
     action = args.queue_command
     selection = _selection(args, args.action_parser) if action in _ACTIONS else None
-    store, directory = _open_from_args(args)
+    loaded = load_or_exit(args)
+    if action == "migrate":
+        from ironpost.cli.queue_cluster import run_migrate
+
+        return run_migrate(args, loaded)
+    store, directory = _open_from_args(args, loaded)
     try:
+        if action == "nodes":
+            from ironpost.cli.queue_cluster import cmd_nodes
+
+            stale_after = loaded.settings.seconds("queue_lease_time")
+            return cmd_nodes(store, as_json=args.json, out=sys.stdout, stale_after=stale_after)
         if action == "list":
             return cmd_list(store, as_json=args.json, out=sys.stdout)
         if action == "show":
@@ -539,5 +551,16 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-l", dest="linear", action="store_true", help="linear, not doubling, ages")
     p.add_argument("-w", dest="width", type=_positive, default=80, help="terminal width (80)")
     p.add_argument("--top", type=_positive, help="show only the N largest destinations")
+    add_config_option(p)
+    p = sub.add_parser(
+        "migrate",
+        help="move the (stopped) SQLite queue into a PostgreSQL queue; safe to re-run",
+    )
+    p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host/db")
+    add_config_option(p)
+    p = sub.add_parser(
+        "nodes", help="the nodes sharing a PostgreSQL queue: heartbeat, mail held, stale"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list")
     add_config_option(p)
     parser.set_defaults(func=run)
