@@ -277,6 +277,7 @@ def build_settings(
     for name in sorted(class_names & explicit.keys()):
         checker.check(Param(name, "restrictions", "", "restriction class"), values[name])
 
+    _check_queue_engine(explicit, values, diags)
     settings = Settings(
         entries=tuple(entries),
         texts=texts,
@@ -287,6 +288,36 @@ def build_settings(
         cache=cache,
     )
     return settings, diags
+
+
+def _check_queue_engine(
+    explicit: Mapping[str, Entry], values: Mapping[str, str], diags: list[Diagnostic]
+) -> None:
+    """A PostgreSQL queue needs its database and a node name: an error at the line that
+    chose the engine, not a failed start."""
+    if values.get("queue_engine", "").strip().lower() != "postgresql":
+        return
+    chose = explicit.get("queue_engine")
+    file, line = (chose.file, chose.line) if chose else (DEFAULTS_FILE, 0)
+    url = values.get("queue_database_url", "").strip()
+    if not url:
+        diags.append(
+            Diagnostic("error", file, line, "queue_engine = postgresql needs queue_database_url")
+        )
+    elif not url.startswith(("postgresql://", "postgres://")):
+        where = explicit.get("queue_database_url")
+        diags.append(
+            Diagnostic(
+                "error",
+                where.file if where else file,
+                where.line if where else line,
+                "queue_database_url: not a postgresql:// URL",
+            )
+        )
+    if not values.get("queue_node_name", "").strip():
+        diags.append(
+            Diagnostic("error", file, line, "queue_engine = postgresql needs queue_node_name")
+        )
 
 
 class _Checker:

@@ -228,3 +228,20 @@ def test_render_table_markdown_lists_every_parameter() -> None:
 def test_docs_table_is_current() -> None:
     docs = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
     assert render_table_markdown() in docs.read_text()
+
+
+def test_a_postgresql_queue_needs_its_database_and_a_node_name(load_main: Loader) -> None:
+    msg = _error(load_main, "myhostname = h.x.org\nqueue_engine = postgresql\n")
+    assert "main.cf:2: error: queue_engine = postgresql needs queue_database_url" in msg
+    msg = _error(
+        load_main,
+        "queue_engine = postgresql\nqueue_database_url = mysql://db/q\nqueue_node_name =\n",
+    )
+    assert "main.cf:2: error: queue_database_url: not a postgresql:// URL" in msg
+    assert "main.cf:1: error: queue_engine = postgresql needs queue_node_name" in msg
+    s = load_main(
+        "myhostname = mx1.x.org\nqueue_engine = postgresql\n"
+        "queue_database_url = postgresql://ironpost@db/q\n"
+    ).settings
+    assert s.text("queue_node_name") == "mx1.x.org"  # $myhostname by default
+    assert _error(load_main, "queue_engine = oracle\n")  # one of sqlite, postgresql
