@@ -24,7 +24,8 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import (
@@ -42,6 +43,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ironpost import __version__
+
+#: A node of a shared queue: (name, started, heartbeat, pid, messages held).
+NodeRow = tuple[str, float, float, int, int]
 
 if TYPE_CHECKING:
     from ironpost.queue.model import QueueState
@@ -299,15 +303,27 @@ class QueueCollector(Collector):
     whole cluster's.
     """
 
-    def __init__(self, counts: Callable[[], Mapping[QueueState, int]]) -> None:
+    def __init__(
+        self,
+        counts: Callable[[], Mapping[QueueState, int]],
+        nodes: Callable[[], Sequence[NodeRow]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``nodes``: a shared (PostgreSQL) queue's nodes, ``(name, started, heartbeat,
+        pid, messages held)``, for the per-node gauges of the cluster."""
         self._counts = counts
+        self._nodes = nodes
+        self._clock = clock
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         yield self._family()
+        if self._nodes is not None:
+            yield from self._node_families()
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         try:
             counts = self._counts()
+            rows = self._nodes() if self._nodes is not None else None
         except Exception:  # SQLite's errors, or PostgreSQL away: the scrape goes on
             QUEUE_SCRAPE_ERRORS.inc()
             return
@@ -315,6 +331,30 @@ class QueueCollector(Collector):
         for state, count in sorted(counts.items()):
             family.add_metric([state.value], count)
         yield family
+        if rows is not None:
+            age, held = self._node_families()
+            now = self._clock()
+            for name, _started, heartbeat, _pid, active in rows:
+                age.add_metric([name], max(0.0, now - heartbeat))
+                held.add_metric([name], active)
+            yield age
+            yield held
+
+    @staticmethod
+    def _node_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "ironpost_cluster_node_heartbeat_age_seconds",
+                "Seconds since each node of the shared queue last renewed its leases; a node"
+                " silent for longer than queue_lease_time has its mail taken over.",
+                labels=["node"],
+            ),
+            GaugeMetricFamily(
+                "ironpost_cluster_node_active_messages",
+                "Messages each node of the shared queue holds under a lease (being delivered).",
+                labels=["node"],
+            ),
+        )
 
     @staticmethod
     def _family() -> GaugeMetricFamily:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from socketserver import TCPServer, ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,7 +30,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from ironpost.metrics.registry import REGISTRY, QueueCollector
+from ironpost.metrics.registry import REGISTRY, NodeRow, QueueCollector
 
 if TYPE_CHECKING:
     from ironpost.queue.model import QueueState
@@ -138,7 +138,13 @@ class _Server6(_Server):
 
 
 def _app(inner: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """Serve ``/metrics`` only (prometheus_client's app answers on every path)."""
+    """Serve ``/metrics`` on ``metrics_listen`` (a no-op handle when it is empty).
+
+    ``store``: the queue store, whose ``stats()`` gives ``ironpost_queue_messages`` at each
+    scrape; ``nodes``: a shared queue's nodes, for the per-node cluster gauges. Raises
+    :class:`MetricsError` for a refused value and OSError when the address cannot be
+    bound (the message names ``metrics_listen``).
+    """
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") != PATH:
@@ -179,12 +185,18 @@ class MetricsServer:
             REGISTRY.unregister(collector)
 
 
-def start_metrics_server(settings: _Settings, *, store: _Stats | None = None) -> MetricsServer:
+def start_metrics_server(
+    settings: _Settings,
+    *,
+    store: _Stats | None = None,
+    nodes: Callable[[], Sequence[NodeRow]] | None = None,
+) -> MetricsServer:
     """Serve ``/metrics`` on ``metrics_listen`` (a no-op handle when it is empty).
 
     ``store``: the queue store, whose ``stats()`` gives ``ironpost_queue_messages`` at each
-    scrape. Raises :class:`MetricsError` for a refused value and OSError when the address
-    cannot be bound (the message names ``metrics_listen``).
+    scrape; ``nodes``: a shared queue's nodes, for the per-node cluster gauges. Raises
+    :class:`MetricsError` for a refused value and OSError when the address cannot be
+    bound (the message names ``metrics_listen``).
     """
     address = metrics_address(settings)
     if address is None:
@@ -200,7 +212,7 @@ def start_metrics_server(settings: _Settings, *, store: _Stats | None = None) ->
     assert isinstance(server, _Server)
     collector: QueueCollector | None = None
     if store is not None:
-        collector = QueueCollector(store.stats)
+        collector = QueueCollector(store.stats, nodes)
         REGISTRY.register(collector)
     bound = server.server_address
     thread = threading.Thread(

@@ -56,6 +56,7 @@ from ironpost.metrics import start_metrics_server
 from ironpost.metrics.server import MetricsServer
 from ironpost.protocol import replies as R
 from ironpost.queue.engines import open_store
+from ironpost.queue.sqlite import SqliteQueue
 from ironpost.queue.trigger import FLUSH, TriggerListener, trigger_path
 from ironpost.server import privileges
 from ironpost.server import tls as tlsmod
@@ -178,7 +179,10 @@ class MtaServer:
         if self._cluster is not None:
             self._cluster.start()
         # Metrics live in the master (off unless metrics_listen).
-        metrics = MetricsServer() if worker else start_metrics_server(settings, store=store)
+        nodes = None if isinstance(store, SqliteQueue) else store.nodes
+        metrics = (
+            MetricsServer() if worker else start_metrics_server(settings, store=store, nodes=nodes)
+        )
         loop = asyncio.get_running_loop()
         pool = self._pool
         try:

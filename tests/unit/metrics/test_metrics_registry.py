@@ -268,3 +268,21 @@ def test_every_family_has_help_and_the_scrape_parses() -> None:
         assert name in families, name
         assert families[name].documentation, name
     assert "_created" not in text
+
+
+def test_queue_collector_shows_each_node_of_a_shared_queue() -> None:
+    rows = [("mx1", 100.0, 990.0, 11, 3), ("mx2", 100.0, 900.0, 12, 0)]
+    collector = m.QueueCollector(lambda: dict.fromkeys(QueueState, 0), lambda: rows, lambda: 1000.0)
+    families = {f.name: f for f in collector.collect()}
+    ages = {
+        s.labels["node"]: s.value
+        for s in families["ironpost_cluster_node_heartbeat_age_seconds"].samples
+    }
+    held = {
+        s.labels["node"]: s.value for s in families["ironpost_cluster_node_active_messages"].samples
+    }
+    assert ages == {"mx1": 10.0, "mx2": 100.0}
+    assert held == {"mx1": 3, "mx2": 0}
+    # One machine: no node gauges at all.
+    single = {f.name for f in m.QueueCollector(lambda: dict.fromkeys(QueueState, 0)).collect()}
+    assert single == {"ironpost_queue_messages"}
