@@ -4,48 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
+from routing_testing import BASE, DictTable
 
-from ironpost.routing import DomainList, Router, RoutingConfig
-
-
-class DictTable:
-    """A LookupTable over a dict. Keys are stored as given: callers must lowercase."""
-
-    def __init__(self, data: dict[str, str], spec: str = "dict:test") -> None:
-        self._data = dict(data)
-        self._spec = spec
-        self.lookups: list[str] = []
-
-    @property
-    def spec(self) -> str:
-        return self._spec
-
-    def lookup(self, key: str) -> str | None:
-        self.lookups.append(key)
-        return self._data.get(key)
-
-
-BASE = RoutingConfig(
-    mydestination=DomainList.build(["example.com", "mail.example.com", "localhost"]),
-    virtual_alias_domains=DomainList.build(["alias.test"]),
-    virtual_mailbox_domains=DomainList.build(["vmail.test"]),
-    relay_domains=DomainList.build(["relay.test"], parent_matches_subdomains=True),
-    virtual_alias_maps=(),
-    virtual_mailbox_maps=(),
-    alias_maps=(),
-    local_recipient_maps=(),
-    virtual_mailbox_base=Path("/var/mail/vhosts"),
-    recipient_delimiter="+",
-    allow_percent_hack=True,
-    swap_bangpath=True,
-    myorigin="example.com",
-    myhostname="mail.example.com",
-    local_addresses=frozenset({"192.0.2.1", "127.0.0.1", "::1"}),
-)
+from ironpost.routing import Router
 
 
 def _tables(data: dict[str, str] | None) -> tuple[DictTable, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from conftest import BASE, DictTable
+from routing_testing import BASE, DictTable
 
 from ironpost.routing import Router
 from ironpost.routing.transports import (
