@@ -127,26 +127,57 @@ def db_now(db: Db) -> float:
     return float(db.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()[0])
 
 
+#: How a job hands the writer an action to run once its transaction has committed.
+AfterCommit = Callable[[Callable[[], None]], None]
+
+
 class Leases:
-    """This node's claims: the token of each message it holds. Used by the writer thread
-    only (claim and record jobs run there), so it needs no lock."""
+    """This node's claims: the token of each message it holds, and the messages whose
+    leases the renewer extends (claimed, not yet settled nor given up after a failed
+    record: a message given up keeps its lease only until it expires, and is then
+    claimed again, by any node).
+
+    Claims and records run on two writer threads, the renewer on a third, and the event
+    loop gives messages up: every read and change of that state holds ``_lock``. A job
+    changes it only through ``after`` (once its transaction has committed), so a batch
+    that rolls back, or is retried, leaves it as it was."""
 
     def __init__(self, node: str, lease_seconds: float) -> None:
         self.node = node
         self.lease_seconds = lease_seconds
-        self.tokens: dict[str, int] = {}
-        # The messages whose leases the renewer extends: claimed and not yet settled, nor
-        # given up (a record that failed). Shared with the renewer thread and the event
-        # loop, hence the lock; a message given up keeps its lease only until it expires,
-        # and is then claimed again, by any node.
+        self._tokens: dict[str, int] = {}
         self._live: set[str] = set()
-        self._live_lock = threading.Lock()
+        self._lock = threading.Lock()
         self.taken_over = 0  # messages claimed after another node's lease expired
         self.fenced = 0  # outcomes dropped because this node no longer held the lease
 
+    @property
+    def tokens(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._tokens)
+
+    def live(self) -> list[str]:
+        """The messages whose leases are to be renewed now."""
+        with self._lock:
+            return list(self._live)
+
+    def forget(self, message_ids: Iterable[str]) -> None:
+        """Stop renewing these leases and drop their tokens (settled, gone, or given up
+        after a failed record)."""
+        with self._lock:
+            for m in message_ids:
+                self._live.discard(m)
+                self._tokens.pop(m, None)
+
     # -- jobs ---------------------------------------------------------------------------
 
-    def claim_job(self, now: float, limit: int) -> Callable[[Db], list[QueuedMessage]]:
+    def claim_job(
+        self, now: float, limit: int, after: AfterCommit
+    ) -> Callable[[Db], list[QueuedMessage]]:
+        """Claim up to ``limit`` messages. Run it in a transaction of its own: its row
+        locks (``SKIP LOCKED`` keeps a lock on a row that fails the recheck) must not be
+        held while the same transaction waits for another node's, or two nodes deadlock."""
+
         def job(db: Db) -> list[QueuedMessage]:
             clock = db_now(db)
             fresh = _ids(
@@ -184,12 +215,17 @@ class Leases:
                     " lease_expires = ? WHERE id = ?",
                     (QueueState.ACTIVE.value, self.node, token, expires, message_id),
                 )
-                self.tokens[message_id] = token
                 claimed.append(message)
-            with self._live_lock:
-                self._live.update(m.id for m in claimed)
-            taken = set(orphans)
-            self.taken_over += sum(1 for m in claimed if m.id in taken)
+            ids = [m.id for m in claimed]
+            taken = len(set(orphans).intersection(ids))
+
+            def hold() -> None:
+                with self._lock:
+                    self._tokens.update(dict.fromkeys(ids, token))
+                    self._live.update(ids)
+                    self.taken_over += taken
+
+            after(hold)
             return claimed
 
         return job
@@ -222,26 +258,28 @@ class Leases:
         message.recipients = batch
         return message
 
-    def record_job(self, outcomes: Sequence[Outcome]) -> Callable[[Db], list[str]]:
-        touched = list(dict.fromkeys(o.message_id for o in outcomes))
+    def record_job(
+        self, outcomes: Sequence[Outcome], after: AfterCommit
+    ) -> Callable[[Db], list[str]]:
+        touched = sorted(dict.fromkeys(o.message_id for o in outcomes))
 
         def job(db: Db) -> list[str]:
-            held: set[str] = set()
+            # Locked in id order, so two records of the same messages (a takeover race)
+            # cannot lock them in opposite orders.
             rows = db.execute(
                 f"SELECT id, lease_owner, lease_token FROM messages WHERE id IN ({_marks(touched)})"
-                " FOR UPDATE",
+                " ORDER BY id FOR UPDATE",
                 touched,
             ).fetchall()
-            for message_id, owner, token in rows:
-                if (
-                    owner == self.node
-                    and token is not None
-                    and token == self.tokens.get(message_id)
-                ):
-                    held.add(message_id)
+            tokens = self.tokens
+            held = {
+                m
+                for m, owner, token in rows
+                if owner == self.node and token is not None and token == tokens.get(m)
+            }
             kept = [o for o in outcomes if o.message_id in held]
             present = {r[0] for r in rows}
-            self.fenced += sum(1 for o in outcomes if o.message_id in present - held)
+            fenced = sum(1 for o in outcomes if o.message_id in present - held)
             if kept:
                 db.executemany(
                     "UPDATE recipients SET status = ?, attempts = attempts + 1,"
@@ -254,6 +292,7 @@ class Leases:
                 )
             removed = [m for m in touched if m in held and settle_state(db, m)]
             done = [m for m in touched if m in held]
+            still: set[str] = set()
             if done:
                 # A message no longer ACTIVE (deferred, held, removed) holds no lease.
                 db.execute(
@@ -268,49 +307,45 @@ class Leases:
                         (*done, QueueState.ACTIVE.value),
                     )
                 )
-                settled = [m for m in done if m not in still]
-                for m in settled:
-                    self.tokens.pop(m, None)
-                self.forget(settled)
-            gone = [m for m in touched if m not in present]
-            for m in gone:
-                self.tokens.pop(m, None)
-            self.forget(gone)
+            finished = [m for m in touched if m not in still]
+
+            def settle() -> None:
+                self.forget(finished)
+                with self._lock:
+                    self.fenced += fenced
+
+            after(settle)
             return removed
 
         return job
 
-    def recover_job(self, db: Db) -> int:
+    def recover_job(self, after: AfterCommit) -> Callable[[Db], int]:
         """This node's ACTIVE messages back to INCOMING (its previous life's work), and
         the node registered as alive."""
-        clock = db_now(db)
-        db.execute(
-            "INSERT INTO nodes (name, started, heartbeat, pid) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET started = EXCLUDED.started,"
-            " heartbeat = EXCLUDED.heartbeat, pid = EXCLUDED.pid",
-            (self.node, clock, clock, os.getpid()),
-        )
-        count = db.execute(
-            "UPDATE messages SET state = ?, lease_owner = NULL, lease_token = NULL,"
-            " lease_expires = NULL WHERE state = ? AND lease_owner = ?",
-            (QueueState.INCOMING.value, QueueState.ACTIVE.value, self.node),
-        ).rowcount
-        self.tokens.clear()
-        with self._live_lock:
-            self._live.clear()
-        return int(count)
 
-    # -- the renewer's view ---------------------------------------------------------
+        def job(db: Db) -> int:
+            clock = db_now(db)
+            db.execute(
+                "INSERT INTO nodes (name, started, heartbeat, pid) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET started = EXCLUDED.started,"
+                " heartbeat = EXCLUDED.heartbeat, pid = EXCLUDED.pid",
+                (self.node, clock, clock, os.getpid()),
+            )
+            count = db.execute(
+                "UPDATE messages SET state = ?, lease_owner = NULL, lease_token = NULL,"
+                " lease_expires = NULL WHERE state = ? AND lease_owner = ?",
+                (QueueState.INCOMING.value, QueueState.ACTIVE.value, self.node),
+            ).rowcount
 
-    def live(self) -> list[str]:
-        """The messages whose leases are to be renewed now."""
-        with self._live_lock:
-            return list(self._live)
+            def clear() -> None:
+                with self._lock:
+                    self._tokens.clear()
+                    self._live.clear()
 
-    def forget(self, message_ids: Iterable[str]) -> None:
-        """Stop renewing these leases (settled, or given up after a failed record)."""
-        with self._live_lock:
-            self._live.difference_update(message_ids)
+            after(clear)
+            return int(count)
+
+        return job
 
 
 def renew(db: Db, node: str, lease_seconds: float, message_ids: Sequence[str]) -> int:

@@ -163,6 +163,19 @@ class _PgWriter(GroupCommitWriter[PgDb]):
         conn.execute("COMMIT")
         conn.exit_pipeline()  # waits for every reply: COMMIT's included
 
+    def _run_after(self, conn: PgDb, durable: bool) -> None:
+        # The actions only update this process's memory (lease tokens): nothing to make
+        # durable first, unlike SQLite's unlinking of body files.
+        actions, self._after = self._after, []
+        for action in actions:
+            action()
+
+    def _retryable(self, exc: Exception) -> bool:
+        # The database rolled the whole batch back; nothing of it happened.
+        return isinstance(
+            exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+        )
+
 
 class PostgresQueue(SqlAdmin):
     """A :class:`~ironpost.queue.store.QueueStore` in a PostgreSQL database."""
@@ -191,6 +204,9 @@ class PostgresQueue(SqlAdmin):
         self._admin_conn: PgDb | None = None
         self._admin_transaction(migrate)
         self._writer = _PgWriter(self._connect, name="ironpost-queue-writer")
+        # Claims commit on their own (see Leases.claim_job): a claim never waits for a
+        # lock, so it can never be part of a deadlock between two nodes' batches.
+        self._claimer = _PgWriter(self._connect, name="ironpost-queue-claimer")
         self._readers = readers
         self._pool: ConnectionPool[Any] | None = None
         self._reader: ThreadPoolExecutor | None = None
@@ -206,7 +222,7 @@ class PostgresQueue(SqlAdmin):
 
     @property
     def commits(self) -> int:
-        return self._writer.commits
+        return self._writer.commits + self._claimer.commits
 
     @property
     def writer(self) -> GroupCommitWriter[PgDb]:
@@ -256,8 +272,9 @@ class PostgresQueue(SqlAdmin):
         if limit <= 0:
             return []
         self._start_renewer()
-        claimed: list[QueuedMessage] = await self._writer.run(
-            self.leases.claim_job(now, limit), durable=False
+        claimer = self._claimer
+        claimed: list[QueuedMessage] = await claimer.run(
+            self.leases.claim_job(now, limit, claimer.after_commit), durable=False
         )
         return claimed
 
@@ -303,7 +320,8 @@ class PostgresQueue(SqlAdmin):
             return []
         try:
             removed: list[str] = await self._writer.run(
-                self.leases.record_job(list(outcomes)), durable=False
+                self.leases.record_job(list(outcomes), self._writer.after_commit),
+                durable=False,
             )
         except QueueWriteError:
             # The manager drops the message; so does the renewer, and the lease expires:
@@ -315,7 +333,7 @@ class PostgresQueue(SqlAdmin):
     async def recover(self) -> int:
         """Return this node's interrupted (ACTIVE) messages to INCOMING; other nodes'
         work is theirs until their leases expire."""
-        count: int = await self._writer.run(self.leases.recover_job)
+        count: int = await self._writer.run(self.leases.recover_job(self._writer.after_commit))
         return count
 
     async def mark_warned(self, message_ids: Sequence[str]) -> None:
@@ -359,6 +377,7 @@ class PostgresQueue(SqlAdmin):
         if self._renewer is not None:
             self._renewer.join()
         self._writer.close()
+        self._claimer.close()
         if self._reader is not None:
             self._reader.shutdown(wait=True)
             self._reader = None

@@ -29,7 +29,11 @@ Invariants:
   action must leave something that a later cleanup can finish);
 - if anything in a batch fails (a job, the COMMIT, the connection), the transaction is
   rolled back and every future of the batch gets :class:`QueueWriteError`; the connection
-  is then reopened, so the next batch starts clean;
+  is then reopened, so the next batch starts clean. Two failures are tried once more, on
+  a new connection, because nothing of the batch happened: a kept connection that fails
+  to even begin (the database restarted meanwhile), and a rollback the engine calls
+  retryable (PostgreSQL's deadlock and serialization failures). A job must therefore
+  change nothing outside the transaction except through :meth:`after_commit`;
 - after :meth:`close`, new jobs fail at once and none is left waiting forever.
 """
 
@@ -94,6 +98,7 @@ class GroupCommitWriter(Generic[C]):
         self.jobs_committed = 0
         self.largest_batch = 0
         self.failed_batches = 0
+        self.retried_batches = 0  # batches the database rolled back and a second try saved
         self.fsync_commits = 0  # commits made with synchronous=FULL
         self.wal_syncs = 0  # WAL fsyncs made for the after-commit actions of other commits
         self._synchronous: str | None = None  # the connection's current setting
@@ -180,32 +185,42 @@ class GroupCommitWriter(Generic[C]):
     def _commit(self, conn: C) -> None:
         conn.execute("COMMIT")
 
+    def _retryable(self, exc: Exception) -> bool:
+        """Whether the database rolled the batch back for a reason a second try clears
+        (PostgreSQL's deadlock and serialization failures); never a COMMIT in doubt."""
+        return False
+
     def _run_batch(self, conn: C | None, batch: list[_Item]) -> C | None:
-        results: list[Any] = []
         durable = any(item[3] for item in batch)
-        self._after.clear()
-        try:
-            if conn is None:
-                conn = self._connect()
-                self._synchronous = None
-            self._begin(conn, durable)
-            for job, _fut, _loop, _durable in batch:
-                results.append(job(conn))
-            self._commit(conn)
-        except Exception as exc:
+        for attempt in (1, 2):
+            results: list[Any] = []
             self._after.clear()
-            self.failed_batches += 1
-            if conn is not None:
-                try:
-                    conn.execute("ROLLBACK")
-                except Exception:
-                    pass  # COMMIT failures may already have rolled back; a lost link too
-                try:
-                    conn.close()
-                except Exception:
-                    pass
-            self._settle(batch, None, f"queue write failed: {exc}", exc)
-            return None  # reopen for the next batch: never reuse a connection in doubt
+            reused = conn is not None
+            begun = False
+            try:
+                if conn is None:
+                    conn = self._connect()
+                    self._synchronous = None
+                self._begin(conn, durable)
+                begun = True
+                for job, _fut, _loop, _durable in batch:
+                    results.append(job(conn))
+                self._commit(conn)
+                break
+            except Exception as exc:
+                self._after.clear()
+                self._discard(conn)
+                conn = None  # reopen for the next try: never reuse a connection in doubt
+                # A kept connection that fails to even begin went stale meanwhile (the
+                # database restarted): nothing ran, so try once on a new one.
+                stale = reused and not begun
+                if attempt == 1 and (stale or self._retryable(exc)):
+                    self.retried_batches += 1
+                    continue
+                self.failed_batches += 1
+                self._settle(batch, None, f"queue write failed: {exc}", exc)
+                return None
+        assert conn is not None
         if self._after:
             self._run_after(conn, durable)
         self.commits += 1
@@ -214,6 +229,19 @@ class GroupCommitWriter(Generic[C]):
         self.largest_batch = max(self.largest_batch, len(batch))
         self._settle(batch, results, None)
         return conn
+
+    @staticmethod
+    def _discard(conn: C | None) -> None:
+        if conn is None:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:
+            pass  # COMMIT failures may already have rolled back; a lost link too
+        try:
+            conn.close()
+        except Exception:
+            pass
 
     def _run_after(self, conn: C, durable: bool) -> None:
         actions, self._after = self._after, []

@@ -306,3 +306,43 @@ def test_an_unreachable_database_fails_submits_and_the_node_reconnects() -> None
     finally:
         server.stop("immediate")
         server.cleanup()
+
+
+def test_a_batch_the_database_rolled_back_for_a_deadlock_is_tried_again(pg_url: str) -> None:
+    q = PostgresQueue(pg_url, node="n")
+    calls: list[int] = []
+    applied: list[str] = []
+
+    def job(db: PgDb) -> str:
+        calls.append(1)
+        q.writer.after_commit(lambda: applied.append("after"))
+        if len(calls) == 1:
+            # What PostgreSQL answers a deadlock with: the whole transaction rolled back.
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return str(db.execute("SELECT 'done'").fetchone()[0])
+
+    async def go() -> str:
+        result: str = await q.writer.run(job)
+        return result
+
+    try:
+        assert asyncio.run(go()) == "done"
+        assert len(calls) == 2 and q.writer.retried_batches == 1
+        assert applied == ["after"]  # the rolled-back try's after-commit action is dropped
+    finally:
+        q.close()
+
+
+def test_claims_commit_apart_from_the_other_writes(pg_url: str) -> None:
+    # A claim keeps locks on rows it skipped; in one transaction with a record waiting
+    # for another node's claim, two nodes deadlock. So claims have their own transactions.
+    q = PostgresQueue(pg_url, node="n")
+    try:
+        (a,) = submit_many(q, 1)
+        writes = q.writer.commits
+        asyncio.run(q.claim(now=NOW, limit=10))
+        assert q.writer.commits == writes  # not through the submit/record writer
+        assert asyncio.run(q.record([delivered(a)])) == [a]
+        assert q.writer.commits == writes + 1
+    finally:
+        q.close()
