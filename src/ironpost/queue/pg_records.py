@@ -30,11 +30,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ironpost.queue.model import CorruptRecord, Outcome, QueuedMessage, QueueState, RecipientStatus
-from ironpost.queue.records import QueueSchemaError, load_message, set_state, settle_state
+from ironpost.queue.records import (
+    RCPT_COLUMNS,
+    QueueSchemaError,
+    decode_message,
+    set_state,
+    settle_state,
+)
 from ironpost.queue.sql import Db
 
 PG_SCHEMA_VERSION = 2
@@ -179,7 +185,10 @@ class Leases:
         held while the same transaction waits for another node's, or two nodes deadlock."""
 
         def job(db: Db) -> list[QueuedMessage]:
-            clock = db_now(db)
+            row = db.execute(
+                "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8, nextval('lease_tokens')"
+            ).fetchone()
+            clock, token = float(row[0]), int(row[1])
             fresh = _ids(
                 db,
                 "SELECT id FROM messages WHERE state = ? ORDER BY id LIMIT ?"
@@ -203,19 +212,14 @@ class Leases:
             order: list[str] = list(orphans)
             for i in range(max(len(fresh), len(due))):
                 order.extend(q[i] for q in (fresh, due) if i < len(q))
-            token = int(db.execute("SELECT nextval('lease_tokens')").fetchone()[0])
             expires = clock + self.lease_seconds
-            claimed: list[QueuedMessage] = []
-            for message_id in order[:limit]:
-                message = self._claim_one(db, message_id, now)
-                if message is None:
-                    continue
-                db.execute(
+            claimed = self._claim_many(db, order[:limit], now)
+            if claimed:
+                db.executemany(
                     "UPDATE messages SET state = ?, lease_owner = ?, lease_token = ?,"
                     " lease_expires = ? WHERE id = ?",
-                    (QueueState.ACTIVE.value, self.node, token, expires, message_id),
+                    [(QueueState.ACTIVE.value, self.node, token, expires, m.id) for m in claimed],
                 )
-                claimed.append(message)
             ids = [m.id for m in claimed]
             taken = len(set(orphans).intersection(ids))
 
@@ -231,32 +235,58 @@ class Leases:
         return job
 
     @staticmethod
-    def _claim_one(db: Db, message_id: str, now: float) -> QueuedMessage | None:
-        try:
-            message = load_message(db, message_id)
-        except CorruptRecord:
-            set_state(db, message_id, QueueState.CORRUPT)
-            return None
-        if message is None:
-            return None
-        batch = [
-            r
-            for r in message.recipients
-            if r.status is RecipientStatus.PENDING
-            or (r.status is RecipientStatus.DEFERRED and r.next_attempt <= now)
-        ]
-        if not batch:  # e.g. released from hold before its retry time
-            settle_state(db, message_id)
-            return None
-        db.executemany(
-            "UPDATE recipients SET status = ? WHERE message_id = ? AND idx = ?",
-            [(RecipientStatus.PENDING.value, message_id, r.index) for r in batch],
-        )
-        for r in batch:
-            r.status = RecipientStatus.PENDING
-        message.state = QueueState.ACTIVE
-        message.recipients = batch
-        return message
+    def _claim_many(db: Db, message_ids: Sequence[str], now: float) -> list[QueuedMessage]:
+        """Load the messages (two queries for all, not two per message), keep each one's
+        due recipients, and mark those PENDING; a record that does not decode moves its
+        message to CORRUPT, one with nothing due is settled (e.g. released early)."""
+        if not message_ids:
+            return []
+        marks = _marks(message_ids)
+        rows = db.execute(
+            f"SELECT id, state, size, envelope, warned FROM messages WHERE id IN ({marks})",
+            message_ids,
+        ).fetchall()
+        rcpts: dict[str, list[Sequence[Any]]] = {}
+        for row in db.execute(
+            f"SELECT message_id, {RCPT_COLUMNS} FROM recipients WHERE message_id IN ({marks})"
+            " ORDER BY message_id, idx",
+            message_ids,
+        ):
+            rcpts.setdefault(row[0], []).append(row[1:])
+        by_id = {r[0]: r for r in rows}
+        claimed: list[QueuedMessage] = []
+        pending: list[tuple[str, str, int]] = []
+        for message_id in message_ids:
+            row = by_id.get(message_id)
+            if row is None:
+                continue
+            try:
+                message = decode_message(
+                    message_id, row[1], row[2], row[3], rcpts.get(message_id, ()), row[4]
+                )
+            except CorruptRecord:
+                set_state(db, message_id, QueueState.CORRUPT)
+                continue
+            batch = [
+                r
+                for r in message.recipients
+                if r.status is RecipientStatus.PENDING
+                or (r.status is RecipientStatus.DEFERRED and r.next_attempt <= now)
+            ]
+            if not batch:  # e.g. released from hold before its retry time
+                settle_state(db, message_id)
+                continue
+            for r in batch:
+                r.status = RecipientStatus.PENDING
+                pending.append((RecipientStatus.PENDING.value, message_id, r.index))
+            message.state = QueueState.ACTIVE
+            message.recipients = batch
+            claimed.append(message)
+        if pending:
+            db.executemany(
+                "UPDATE recipients SET status = ? WHERE message_id = ? AND idx = ?", pending
+            )
+        return claimed
 
     def record_job(
         self, outcomes: Sequence[Outcome], after: AfterCommit
@@ -267,19 +297,19 @@ class Leases:
             # Locked in id order, so two records of the same messages (a takeover race)
             # cannot lock them in opposite orders.
             rows = db.execute(
-                f"SELECT id, lease_owner, lease_token FROM messages WHERE id IN ({_marks(touched)})"
-                " ORDER BY id FOR UPDATE",
+                "SELECT id, state, lease_owner, lease_token FROM messages"
+                f" WHERE id IN ({_marks(touched)}) ORDER BY id FOR UPDATE",
                 touched,
             ).fetchall()
             tokens = self.tokens
-            held = {
-                m
-                for m, owner, token in rows
+            states = {
+                m: state
+                for m, state, owner, token in rows
                 if owner == self.node and token is not None and token == tokens.get(m)
             }
-            kept = [o for o in outcomes if o.message_id in held]
+            kept = [o for o in outcomes if o.message_id in states]
             present = {r[0] for r in rows}
-            fenced = sum(1 for o in outcomes if o.message_id in present - held)
+            fenced = sum(1 for o in outcomes if o.message_id in present - states.keys())
             if kept:
                 db.executemany(
                     "UPDATE recipients SET status = ?, attempts = attempts + 1,"
@@ -290,27 +320,10 @@ class Leases:
                         for o in kept
                     ],
                 )
-            removed = [m for m in touched if m in held and settle_state(db, m)]
-            done = [m for m in touched if m in held]
-            still: set[str] = set()
-            if done:
-                # A message no longer ACTIVE (deferred, held, removed) holds no lease.
-                db.execute(
-                    "UPDATE messages SET lease_owner = NULL, lease_token = NULL,"
-                    f" lease_expires = NULL WHERE id IN ({_marks(done)}) AND state != ?",
-                    (*done, QueueState.ACTIVE.value),
-                )
-                still = set(
-                    _ids(
-                        db,
-                        f"SELECT id FROM messages WHERE id IN ({_marks(done)}) AND state = ?",
-                        (*done, QueueState.ACTIVE.value),
-                    )
-                )
-            finished = [m for m in touched if m not in still]
+            removed, in_flight = settle_many(db, states)
 
             def settle() -> None:
-                self.forget(finished)
+                self.forget([m for m in touched if m not in in_flight])
                 with self._lock:
                     self.fenced += fenced
 
@@ -346,6 +359,50 @@ class Leases:
             return int(count)
 
         return job
+
+
+def settle_many(db: Db, states: Mapping[str, str]) -> tuple[list[str], set[str]]:
+    """:func:`~ironpost.queue.records.settle_state` for many messages at once (their
+    current states given, their rows locked): remove those whose recipients are all
+    final, file as DEFERRED those left with deferred recipients only (unless held), and
+    release the lease of every message with no recipient in flight. Returns the removed
+    ids and those with recipients still in flight (they keep their lease)."""
+    ids = sorted(states)
+    if not ids:
+        return [], set()
+    live: dict[str, list[Any]] = {m: [0, 0, None] for m in ids}  # pending, deferred, earliest
+    for m, status, count, first in db.execute(
+        "SELECT message_id, status, COUNT(*), MIN(next_attempt) FROM recipients"
+        f" WHERE message_id IN ({_marks(ids)}) AND status IN (?, ?) GROUP BY message_id, status",
+        (*ids, RecipientStatus.PENDING.value, RecipientStatus.DEFERRED.value),
+    ):
+        if status == RecipientStatus.PENDING.value:
+            live[m][0] = int(count)
+        else:
+            live[m][1], live[m][2] = int(count), first
+    removed = [m for m in ids if not live[m][0] and not live[m][1]]
+    frozen = (QueueState.HOLD.value, QueueState.CORRUPT.value)
+    deferred = [
+        (QueueState.DEFERRED.value, live[m][2], m)
+        for m in ids
+        if not live[m][0] and live[m][1] and states[m] not in frozen
+    ]
+    in_flight = {m for m in ids if live[m][0]}
+    if removed:
+        marks = _marks(removed)
+        db.execute(f"DELETE FROM recipients WHERE message_id IN ({marks})", removed)
+        db.execute(f"DELETE FROM message_content WHERE message_id IN ({marks})", removed)
+        db.execute(f"DELETE FROM messages WHERE id IN ({marks})", removed)
+    if deferred:
+        db.executemany("UPDATE messages SET state = ?, next_attempt = ? WHERE id = ?", deferred)
+    idle = [m for m in ids if m not in in_flight and m not in removed]
+    if idle:
+        db.execute(
+            "UPDATE messages SET lease_owner = NULL, lease_token = NULL, lease_expires = NULL"
+            f" WHERE id IN ({_marks(idle)})",
+            idle,
+        )
+    return removed, in_flight
 
 
 def renew(db: Db, node: str, lease_seconds: float, message_ids: Sequence[str]) -> int:

@@ -177,6 +177,17 @@ class _PgWriter(GroupCommitWriter[PgDb]):
         )
 
 
+class _Records:
+    """Outcomes gathered for one record job of the writer (see ``PostgresQueue.record``)."""
+
+    __slots__ = ("future", "open", "outcomes")
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self.open = True
+        self.future: asyncio.Future[list[str]] | None = None
+
+
 class PostgresQueue(SqlAdmin):
     """A :class:`~ironpost.queue.store.QueueStore` in a PostgreSQL database."""
 
@@ -207,6 +218,8 @@ class PostgresQueue(SqlAdmin):
         # Claims commit on their own (see Leases.claim_job): a claim never waits for a
         # lock, so it can never be part of a deadlock between two nodes' batches.
         self._claimer = _PgWriter(self._connect, name="ironpost-queue-claimer")
+        self._records: _Records | None = None
+        self._records_lock = threading.Lock()
         self._readers = readers
         self._pool: ConnectionPool[Any] | None = None
         self._reader: ThreadPoolExecutor | None = None
@@ -318,17 +331,36 @@ class PostgresQueue(SqlAdmin):
         check_outcomes(outcomes)
         if not outcomes:
             return []
+        # Every record() made before the writer picks the job up joins it: one locking
+        # read and one settling read for all of them, not two per message.
+        with self._records_lock:
+            batch = self._records
+            # A batch the writer failed without running (no connection) is done, not
+            # closed: joining it would fail every later record with its error.
+            if batch is None or not batch.open or (batch.future and batch.future.done()):
+                batch = self._records = _Records()
+                batch.future = self._writer.run(self._record_job(batch), durable=False)
+            batch.outcomes.extend(outcomes)
+            shared = batch.future
+        assert shared is not None
         try:
-            removed: list[str] = await self._writer.run(
-                self.leases.record_job(list(outcomes), self._writer.after_commit),
-                durable=False,
-            )
+            removed = await asyncio.shield(shared)
         except QueueWriteError:
             # The manager drops the message; so does the renewer, and the lease expires:
             # then the message is claimed again (by any node), never left stuck ACTIVE.
             self.leases.forget(o.message_id for o in outcomes)
             raise
-        return removed
+        mine = {o.message_id for o in outcomes}
+        return [m for m in removed if m in mine]
+
+    def _record_job(self, batch: _Records) -> Callable[[PgDb], list[str]]:
+        def job(db: PgDb) -> list[str]:
+            with self._records_lock:
+                batch.open = False  # later outcomes go to the next job
+                outcomes = list(batch.outcomes)
+            return self.leases.record_job(outcomes, self._writer.after_commit)(db)
+
+        return job
 
     async def recover(self) -> int:
         """Return this node's interrupted (ACTIVE) messages to INCOMING; other nodes'
@@ -400,7 +432,13 @@ class PostgresQueue(SqlAdmin):
     def _admin_run(self, begin: str, work: Callable[[Db], T]) -> T:
         with self._admin_lock:
             db = self._admin()
-            db.execute(begin)
+            try:
+                db.execute(begin)
+            except psycopg.OperationalError:
+                # A kept connection gone stale (the database restarted): nothing ran.
+                self._admin_conn = None
+                db = self._admin()
+                db.execute(begin)
             try:
                 result = work(db)
             except BaseException:

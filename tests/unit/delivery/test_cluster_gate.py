@@ -22,8 +22,7 @@ def test_slots_are_shared_by_every_node(pg_url: str) -> None:
             assert await b.acquire("smtp:example.com", 2) is None
             assert await b.acquire("smtp:other.example", 2) is not None  # per destination
             a.release(first)
-            await asyncio.sleep(0)  # the release runs in the background
-            await a.close()  # ... and close waits for it
+            await a.close()  # a's session ends: its slots are free
             again = await b.acquire("smtp:example.com", 2)
             assert again is not None and again.index == first.index
         finally:
@@ -66,3 +65,29 @@ def test_an_unreachable_database_opens_the_gate_and_says_so_once() -> None:
 def test_destination_keys_fit_an_int4() -> None:
     for name in ("", "smtp:example.com", "x" * 1000, "smtp:\udcff.example"):
         assert -(2**31) <= destination_key(name) < 2**31
+
+
+def test_a_released_slot_is_kept_briefly_for_this_node_then_unlocked(pg_url: str) -> None:
+    async def go() -> None:
+        a, b = ClusterGate(pg_url, keep=0.1), ClusterGate(pg_url)
+        try:
+            slot = await a.acquire("smtp:example.com", 1)
+            assert slot is not None
+            a.release(slot)
+            # Kept: a's next delivery takes it back at once; b still finds none free.
+            again = await a.acquire("smtp:example.com", 1)
+            assert again == slot
+            assert await b.acquire("smtp:example.com", 1) is None
+            a.release(again)
+            got = None
+            for _ in range(100):  # unlocked once unused for `keep`
+                got = await b.acquire("smtp:example.com", 1)
+                if got is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert got is not None and a.held == 0
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(go())

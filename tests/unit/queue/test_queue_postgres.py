@@ -346,3 +346,26 @@ def test_claims_commit_apart_from_the_other_writes(pg_url: str) -> None:
         assert q.writer.commits == writes + 1
     finally:
         q.close()
+
+
+def test_records_after_an_outage_do_not_inherit_its_failure() -> None:
+    server = PostgresServer(fsync=False)
+    server.start()
+    try:
+        q = PostgresQueue(server.create_database("records"), node="n")
+        try:
+            a, _ = submit_many(q, 2)
+            asyncio.run(q.claim(now=NOW, limit=10))
+            server.stop("immediate")
+            with pytest.raises(QueueWriteError):  # no connection: the job never ran
+                asyncio.run(q.record([delivered(a)]))
+            server.start()
+            expire_leases(q, "n")
+            again = {m.id for m in asyncio.run(q.claim(now=NOW, limit=10))}
+            assert a in again
+            assert asyncio.run(q.record([delivered(m) for m in sorted(again)])) == sorted(again)
+        finally:
+            q.close()
+    finally:
+        server.stop("immediate")
+        server.cleanup()
