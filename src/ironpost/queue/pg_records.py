@@ -43,7 +43,7 @@ from ironpost.queue.records import (
 )
 from ironpost.queue.sql import Db
 
-PG_SCHEMA_VERSION = 2
+PG_SCHEMA_VERSION = 3
 _MIGRATION_LOCK = 0x1F05_7000  # pg_advisory_xact_lock key of schema changes
 
 _QUEUE_TABLES = (
@@ -105,8 +105,26 @@ def _step_cluster_limits(db: Db) -> None:
         db.execute(statement)
 
 
+def _step_origin(db: Db) -> None:
+    """2 -> 3: the node that accepted each message (NULL for older rows: anyone's)."""
+    db.execute("ALTER TABLE messages ADD COLUMN IF NOT EXISTS origin TEXT")
+
+
 # MIGRATIONS[n] turns a version-n database into version n + 1.
-MIGRATIONS: dict[int, Callable[[Db], None]] = {0: _step_queue, 1: _step_cluster_limits}
+MIGRATIONS: dict[int, Callable[[Db], None]] = {
+    0: _step_queue,
+    1: _step_cluster_limits,
+    2: _step_origin,
+}
+
+#: How long new mail is left to the node that accepted it (which delivers it from memory)
+#: before any node may claim it: longer than a live node takes to claim what it accepted.
+HANDOFF_SECONDS = 10.0
+
+INSERT_MESSAGE = (
+    "INSERT INTO messages (id, state, arrival, size, sender, next_attempt, envelope, origin)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def migrate(db: Db, *, target: int = PG_SCHEMA_VERSION) -> int:
@@ -189,11 +207,14 @@ class Leases:
                 "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8, nextval('lease_tokens')"
             ).fetchone()
             clock, token = float(row[0]), int(row[1])
+            # New mail is its accepting node's for HANDOFF_SECONDS (it has the body in
+            # memory and was woken by the commit); after that, anyone's.
             fresh = _ids(
                 db,
-                "SELECT id FROM messages WHERE state = ? ORDER BY id LIMIT ?"
-                " FOR UPDATE SKIP LOCKED",
-                (QueueState.INCOMING.value, limit),
+                "SELECT id FROM messages WHERE state = ?"
+                " AND (origin = ? OR origin IS NULL OR arrival < ?)"
+                " ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
+                (QueueState.INCOMING.value, self.node, now - HANDOFF_SECONDS, limit),
             )
             due = _ids(
                 db,

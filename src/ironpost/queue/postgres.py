@@ -51,10 +51,9 @@ from ironpost.queue.model import (
     envelope_to_json,
     notify_to_text,
 )
-from ironpost.queue.pg_records import Leases, migrate, node_rows, renew
+from ironpost.queue.pg_records import INSERT_MESSAGE, Leases, migrate, node_rows, renew
 from ironpost.queue.records import (
     INSERT_CONTENT,
-    INSERT_MESSAGE,
     INSERT_RCPT,
     check_outcomes,
     mark_warned_job,
@@ -253,6 +252,7 @@ class PostgresQueue(SqlAdmin):
             envelope.sender,
             envelope.arrival,
             envelope_to_json(envelope),
+            self.node,
         )
         rcpt_rows = [
             (

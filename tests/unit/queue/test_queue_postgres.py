@@ -13,7 +13,13 @@ import pytest
 from queue_testing import build_envelope
 
 from ironpost.queue import Outcome, QueueState, QueueWriteError, RecipientStatus
-from ironpost.queue.pg_records import MIGRATIONS, PG_SCHEMA_VERSION, migrate, renew
+from ironpost.queue.pg_records import (
+    HANDOFF_SECONDS,
+    MIGRATIONS,
+    PG_SCHEMA_VERSION,
+    migrate,
+    renew,
+)
 from ironpost.queue.postgres import PgDb, PostgresQueue, connect
 from ironpost.queue.records import QueueSchemaError
 from ironpost.testing.postgres import PostgresServer
@@ -369,3 +375,21 @@ def test_records_after_an_outage_do_not_inherit_its_failure() -> None:
     finally:
         server.stop("immediate")
         server.cleanup()
+
+
+def test_new_mail_is_left_to_its_accepting_node_for_the_handoff_time(pg_url: str) -> None:
+    accepting = PostgresQueue(pg_url, node="accepting")
+    other = PostgresQueue(pg_url, node="other")
+    try:
+        arrival = 1_800_000_000.0
+
+        async def go() -> str:
+            return await accepting.submit(build_envelope(arrival=arrival), BODY)
+
+        a = asyncio.run(go())
+        assert asyncio.run(other.claim(now=arrival + 1, limit=10)) == []  # not yet its
+        late = arrival + HANDOFF_SECONDS + 1  # the accepting node did not take it: anyone's
+        assert [m.id for m in asyncio.run(other.claim(now=late, limit=10))] == [a]
+    finally:
+        accepting.close()
+        other.close()
