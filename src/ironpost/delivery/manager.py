@@ -11,7 +11,8 @@ It never touches the network itself (the transports do) and never decides policy
 
 Invariants:
 - Every claimed recipient gets exactly one outcome in the message's ``record()``, also
-  when routing, content reading or a transport raises (all of which defer).
+  when routing, content reading or a transport raises (all of which defer); should even
+  that fail, the message is given back, deferred (``QueueStore.abandon``).
 - A recipient is recorded DELIVERED only after its transport said SENT, which the
   transports say only once the next hop (or the Maildir file) has the message durably.
 - Notices (bounces, delay warnings, success reports) are queued *before* the outcomes
@@ -224,6 +225,18 @@ class QueueManager:
     # -- one message ---------------------------------------------------------------
 
     async def _message(self, msg: QueuedMessage, claimed: float) -> None:
+        try:
+            await self._deliver_message(msg, claimed)
+        except Exception as exc:
+            # No outcome could be recorded (a bug, or the queue failing at the end): give
+            # the message back, deferred, rather than leave it ACTIVE until a restart.
+            retry = self._backoff.next_attempt(self._clock(), 1)
+            self._log.emit("qmgr", f"warning: {msg.id}: delivery failed: {exc!r}; deferred")
+            with contextlib.suppress(Exception):
+                await self._store.abandon([msg.id], next_attempt=retry)
+            raise
+
+    async def _deliver_message(self, msg: QueuedMessage, claimed: float) -> None:
         pending = [BatchRecipient(r.index, r.spec) for r in msg.recipients if not r.status.is_final]
         attempts = {r.index: r.attempts for r in msg.recipients}
         done: list[_Done] = []

@@ -55,6 +55,7 @@ from ironpost.queue.pg_records import INSERT_MESSAGE, Leases, migrate, node_rows
 from ironpost.queue.records import (
     INSERT_CONTENT,
     INSERT_RCPT,
+    abandon_job,
     check_outcomes,
     mark_warned_job,
 )
@@ -367,6 +368,25 @@ class PostgresQueue(SqlAdmin):
         work is theirs until their leases expire."""
         count: int = await self._writer.run(self.leases.recover_job(self._writer.after_commit))
         return count
+
+    async def abandon(self, message_ids: Sequence[str], *, next_attempt: float) -> None:
+        if not message_ids:
+            return
+        give_back = abandon_job(message_ids, next_attempt)
+
+        def job(db: PgDb) -> None:
+            give_back(db)
+            db.execute(
+                "UPDATE messages SET lease_owner = NULL, lease_token = NULL,"
+                " lease_expires = NULL WHERE id = ANY(?) AND lease_owner = ? AND state != ?",
+                (list(message_ids), self.node, QueueState.ACTIVE.value),
+            )
+
+        try:
+            await self._writer.run(job, durable=False)
+        finally:
+            # Given back, or (if that failed) left to expire: either way not ours to renew.
+            self.leases.forget(message_ids)
 
     async def mark_warned(self, message_ids: Sequence[str]) -> None:
         if message_ids:

@@ -325,6 +325,34 @@ def record_job(outcomes: Sequence[Outcome]) -> Any:
     return job
 
 
+def abandon_job(message_ids: Sequence[str], next_attempt: float) -> Any:
+    """Give claimed (ACTIVE) messages back without outcomes: their recipients in flight
+    are deferred until ``next_attempt`` (attempts unchanged), the messages filed as
+    DEFERRED; a message held or deleted meanwhile is left as it is."""
+    ids = list(dict.fromkeys(message_ids))
+
+    def job(conn: Db) -> None:
+        for chunk in _chunks(ids):
+            marks = _marks(chunk)
+            conn.execute(
+                "UPDATE recipients SET status = ?, next_attempt = ?"
+                f" WHERE message_id IN ({marks}) AND status = ?",
+                (
+                    RecipientStatus.DEFERRED.value,
+                    next_attempt,
+                    *chunk,
+                    RecipientStatus.PENDING.value,
+                ),
+            )
+            conn.execute(
+                f"UPDATE messages SET state = ?, next_attempt = ? WHERE id IN ({marks})"
+                " AND state = ?",
+                (QueueState.DEFERRED.value, next_attempt, *chunk, QueueState.ACTIVE.value),
+            )
+
+    return job
+
+
 def recover_job(conn: Db) -> int:
     return conn.execute(
         "UPDATE messages SET state = ? WHERE state = ?",

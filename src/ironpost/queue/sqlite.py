@@ -69,6 +69,7 @@ from ironpost.queue.records import (
     SCHEMA_VERSION,
     SELECT_CONTENT,
     QueueSchemaError,
+    abandon_job,
     check_outcomes,
     claim_job,
     mark_warned_job,
@@ -318,6 +319,10 @@ class SqliteQueue(SqlAdmin):
 
         count, self.orphans_removed = await self._writer.run(job)
         return count
+
+    async def abandon(self, message_ids: Sequence[str], *, next_attempt: float) -> None:
+        if message_ids:
+            await self._writer.run(abandon_job(message_ids, next_attempt), durable=False)
 
     async def mark_warned(self, message_ids: Sequence[str]) -> None:
         """Record that a delay warning was queued for these messages (one per message)."""

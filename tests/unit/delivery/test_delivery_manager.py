@@ -642,3 +642,22 @@ def test_run_wake_and_stop(env: Env) -> None:
     run(main)
     assert len(new_files(box)) == 1
     assert env.store.list_messages() == []
+
+
+def test_a_message_whose_outcomes_cannot_be_recorded_is_given_back_deferred(env: Env) -> None:
+    qid = submit(env, "bob@example.net")
+    # The database refuses the outcome (as a failing disk would), not the give-back.
+    env.store._admin_write(
+        "CREATE TRIGGER no_outcome BEFORE UPDATE OF status ON recipients"
+        " WHEN NEW.status = 'delivered' BEGIN SELECT RAISE(ABORT, 'disk trouble'); END",
+        (),
+    )
+    env.drain()
+    assert env.store.state_of(qid) is QueueState.DEFERRED  # not left ACTIVE until a restart
+    (rcpt,) = env.store.get(qid).recipients  # type: ignore[union-attr]
+    assert rcpt.status is RecipientStatus.DEFERRED and rcpt.next_attempt > NOW
+    assert any(f"{qid}: delivery failed" in line and "deferred" in line for line in env.lines())
+    env.store._admin_write("DROP TRIGGER no_outcome", ())
+    env.clock.now = rcpt.next_attempt
+    env.drain()
+    assert env.store.get(qid) is None  # delivered (again: at least once) and removed

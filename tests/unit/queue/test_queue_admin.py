@@ -348,3 +348,22 @@ def test_cli_selection_arguments_are_checked(tmp_path: Path) -> None:
     assert main(["queue", "hold", "--sender", "<>", "-c", str(etc)]) == 0
     assert main(["queue", "flush", "--domain", "example.net", "-c", str(etc)]) == 0
     assert main(["queue", "requeue", "ALL", "-c", str(etc)]) == 0
+
+
+def test_abandon_gives_claimed_messages_back_deferred(store: SqliteQueue) -> None:
+    a = submit(store, "x@one.example", "y@two.example")
+    held = submit(store, "z@one.example")
+    claimed = asyncio.run(store.claim(now=NOW, limit=10))
+    assert {m.id for m in claimed} == {a, held}
+    assert store.hold(held)  # held while in flight: stays held
+    retry = NOW + 300
+    asyncio.run(store.abandon([a, held], next_attempt=retry))
+    m = msg(store, a)
+    assert m.state is QueueState.DEFERRED
+    assert [(r.status, r.next_attempt, r.attempts) for r in m.recipients] == [
+        (RecipientStatus.DEFERRED, retry, 0),
+        (RecipientStatus.DEFERRED, retry, 0),
+    ]
+    assert store.state_of(held) is QueueState.HOLD
+    assert asyncio.run(store.claim(now=NOW, limit=10)) == []  # not before the retry time
+    assert [c.id for c in asyncio.run(store.claim(now=retry, limit=10))] == [a]
