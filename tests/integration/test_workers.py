@@ -264,3 +264,19 @@ def _send_until_served(mta: Mta, pids: list[int], most: int = 60) -> list[str]:
             break
     assert mta.log_has(*(f"smtpd[{pid}]: connect from" for pid in pids), timeout=3)
     return sent
+
+
+def test_workers_on_a_postgresql_queue(mta_factory: type[MtaFactory], pg_url: str) -> None:
+    # Each worker commits to the shared database itself; the master alone claims and
+    # delivers; every process is its own anvil node of the cluster.
+    mta = mta_factory.start(
+        WORKERS + f"queue_engine = postgresql\nqueue_database_url = {pg_url}\n"
+        "queue_node_name = mx1\n"
+    )
+    _master, workers = _pids(mta)
+    sent = _send_until_served(mta, workers)
+    delivered = mta.wait_for_messages("alice", len(sent), timeout=30)
+    assert sorted(_subjects(delivered)) == sorted(sent)
+    assert mta.log_has("queue: postgresql, shared by a cluster; this node is mx1")
+    listing = mta.cli("queue", "nodes")
+    assert listing.returncode == 0 and "mx1" in listing.stdout, listing.stderr
