@@ -30,9 +30,9 @@ from typing import Any, TextIO
 
 from ironpost.cli.common import add_config_option, load_or_exit
 from ironpost.config import LoadedConfig
+from ironpost.queue.admin_sql import ListingRow
 from ironpost.queue.engines import QueueConfigError, Store, open_store
 from ironpost.queue.model import CorruptRecord, QueuedMessage, QueueState, RecipientStatus
-from ironpost.queue.records import ListingRow
 from ironpost.queue.shape import (
     DEFAULT_BUCKET_MINUTES,
     DEFAULT_STATES,
@@ -109,7 +109,7 @@ _CHUNK_LINES = 8192  # lines buffered between writes: few syscalls, bounded memo
 
 def write_mailq(rows: Iterable[ListingRow], out: TextIO, *, long_ids: bool) -> int:
     """Write the queue listing, byte for byte in Postfix's ``mailq`` layout, from the
-    store's listing rows (:func:`ironpost.queue.records.listing_rows`: grouped by message,
+    store's listing rows (:func:`ironpost.queue.admin_sql.listing_rows`: grouped by message,
     one per live recipient; a row whose address is None is a message without one), as
     they come, in large chunks. Returns the number of messages listed.
 

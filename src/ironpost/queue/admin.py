@@ -4,7 +4,7 @@ Owns :class:`SqlAdmin`, the synchronous half of :class:`~ironpost.queue.store.Qu
 (listing, selection, hold, release, requeue, flush, delete, statistics), built on four
 primitives each engine provides: a read snapshot, a write transaction, a deletion (which
 the SQLite engine follows with unlinking body files) and a one-statement write. The SQL
-is :mod:`ironpost.queue.records`', so SQLite and PostgreSQL answer the same way.
+is :mod:`ironpost.queue.admin_sql`', so SQLite and PostgreSQL answer the same way.
 
 Invariants: each bulk operation (``ALL``, by sender, by domain) is one transaction; a
 listing comes from one snapshot; nothing here takes an ACTIVE message out of ACTIVE
@@ -17,23 +17,25 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from ironpost.queue.model import CorruptRecord, QueuedMessage, QueueState
-from ironpost.queue.records import (
-    RCPT_COLUMNS,
-    SELECT_CONTENT,
+from ironpost.queue.admin_sql import (
     ListingRow,
-    decode_message,
     delete_ids,
-    delete_message,
     flush_due,
     has_id_longer_than,
     hold_ids,
     listing_rows,
-    load_message,
     release_ids,
     requeue_ids,
     select_ids,
     shape_rows,
+)
+from ironpost.queue.model import CorruptRecord, QueuedMessage, QueueState
+from ironpost.queue.records import (
+    RCPT_COLUMNS,
+    SELECT_CONTENT,
+    decode_message,
+    delete_message,
+    load_message,
 )
 from ironpost.queue.sql import Db
 
@@ -90,7 +92,7 @@ class SqlAdmin:
         return self._admin_transaction(lambda conn: release_ids(conn, message_ids))
 
     def requeue_messages(self, message_ids: Sequence[str], *, now: float | None = None) -> int:
-        """``postsuper -r`` on these messages (see :func:`records.requeue_ids`)."""
+        """``postsuper -r`` on these messages (see :func:`admin_sql.requeue_ids`)."""
         when = time.time() if now is None else now
         return self._admin_transaction(lambda conn: requeue_ids(conn, message_ids, when))
 
@@ -152,7 +154,7 @@ class SqlAdmin:
         return result
 
     def scan_listing(self, consume: Callable[[Iterable[ListingRow]], T]) -> T:
-        """``consume`` the mailq listing's rows (:func:`records.listing_rows`: only the
+        """``consume`` the mailq listing's rows (:func:`admin_sql.listing_rows`: only the
         columns mailq prints, one row per live recipient, by queue id) as they are read,
         inside one read snapshot; no message is decoded, nothing is held in memory."""
         return self._admin_read(lambda conn: consume(listing_rows(conn)))

@@ -35,9 +35,11 @@ from typing import Any
 
 from ironpost.queue.model import CorruptRecord, Outcome, QueuedMessage, QueueState, RecipientStatus
 from ironpost.queue.records import (
+    APPLY_OUTCOME,
     RCPT_COLUMNS,
     QueueSchemaError,
     decode_message,
+    outcome_rows,
     set_state,
     settle_state,
 )
@@ -332,15 +334,7 @@ class Leases:
             present = {r[0] for r in rows}
             fenced = sum(1 for o in outcomes if o.message_id in present - states.keys())
             if kept:
-                db.executemany(
-                    "UPDATE recipients SET status = ?, attempts = attempts + 1,"
-                    " next_attempt = COALESCE(?, next_attempt), last_reply = ?"
-                    " WHERE message_id = ? AND idx = ?",
-                    [
-                        (o.status.value, o.next_attempt, o.reply, o.message_id, o.index)
-                        for o in kept
-                    ],
-                )
+                db.executemany(APPLY_OUTCOME, outcome_rows(kept))
             removed, in_flight = settle_many(db, states)
 
             def settle() -> None:

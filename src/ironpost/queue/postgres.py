@@ -46,10 +46,6 @@ from ironpost.queue.model import (
     QueuedMessage,
     QueueState,
     QueueWriteError,
-    RecipientStatus,
-    address_domain,
-    envelope_to_json,
-    notify_to_text,
 )
 from ironpost.queue.pg_records import INSERT_MESSAGE, Leases, migrate, node_rows, renew
 from ironpost.queue.records import (
@@ -58,6 +54,7 @@ from ironpost.queue.records import (
     abandon_job,
     check_outcomes,
     mark_warned_job,
+    submit_rows,
 )
 from ironpost.queue.sql import Cursor, Db
 from ironpost.queue.writer import GroupCommitWriter
@@ -245,30 +242,8 @@ class PostgresQueue(SqlAdmin):
         self, envelope: Envelope, content: bytes, *, queue_id: str | None = None
     ) -> str:
         message_id = queue_id or new_queue_id()
-        message_row = (
-            message_id,
-            QueueState.INCOMING.value,
-            envelope.arrival,
-            len(content),
-            envelope.sender,
-            envelope.arrival,
-            envelope_to_json(envelope),
-            self.node,
-        )
-        rcpt_rows = [
-            (
-                message_id,
-                i,
-                r.address,
-                r.original,
-                notify_to_text(r.notify),
-                r.orcpt,
-                RecipientStatus.PENDING.value,
-                envelope.arrival,
-                address_domain(r.address),
-            )
-            for i, r in enumerate(envelope.recipients)
-        ]
+        row, rcpt_rows = submit_rows(message_id, envelope, len(content))
+        message_row = (*row, self.node)  # origin: this node's for the hand-off time
         blob = bytes(content)
 
         def job(db: PgDb) -> str:

@@ -1,6 +1,7 @@
-"""SQLite queue records: the schema and its upgrades, row decoding, the write jobs of the
-queue, the administrative selections and bulk operations, and the read-only queries of
-``queue list`` (mailq) and ``queue stats`` (qshape).
+"""Queue records: the schema and its upgrades, the rows of a new message, row decoding,
+and the write jobs of the queue (claim, record, abandon, recover, mark warned). The
+administrative SQL (selections, bulk operations, qshape, mailq) is
+:mod:`ironpost.queue.admin_sql`.
 
 Everything here is plain functions of a :class:`~ironpost.queue.sql.Db` connection (a
 ``sqlite3.Connection``, or the PostgreSQL engine's wrapper); the engine
@@ -22,8 +23,7 @@ Invariants:
   CORRUPT by ``claim``; nothing here raises anything else for bad stored data;
 - ``recipients.domain`` is :func:`~ironpost.queue.model.address_domain` of ``address``,
   written with the row (and by the version 1 -> 2 upgrade for older rows);
-- an admin operation never moves an ACTIVE message out of ACTIVE except to HOLD (which
-  ``record`` respects), so no recipient is ever handed out twice at once.
+- ``record`` respects a HOLD set while the message was in flight (it stays held).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 
 from ironpost.queue.model import (
     CorruptRecord,
+    Envelope,
     Outcome,
     QueuedMessage,
     QueuedRecipient,
@@ -41,8 +42,9 @@ from ironpost.queue.model import (
     RecipientStatus,
     address_domain,
     envelope_from_json,
-    normalize_sender,
+    envelope_to_json,
     notify_from_text,
+    notify_to_text,
 )
 from ironpost.queue.sql import Db
 
@@ -138,6 +140,52 @@ INSERT_RCPT = (
     "INSERT INTO recipients (message_id, idx, address, original, notify, orcpt, status,"
     " attempts, next_attempt, last_reply, domain) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?)"
 )
+
+
+MessageRow = tuple[str, str, float, int, str, float, str]
+
+
+def submit_rows(
+    message_id: str, envelope: Envelope, size: int
+) -> tuple[MessageRow, list[tuple[Any, ...]]]:
+    """The ``INSERT_MESSAGE`` row and the ``INSERT_RCPT`` rows of a new message (encoded
+    on the caller's side, to keep the writer's critical path short)."""
+    message_row = (
+        message_id,
+        QueueState.INCOMING.value,
+        envelope.arrival,
+        size,
+        envelope.sender,
+        envelope.arrival,
+        envelope_to_json(envelope),
+    )
+    rcpt_rows = [
+        (
+            message_id,
+            i,
+            r.address,
+            r.original,
+            notify_to_text(r.notify),
+            r.orcpt,
+            RecipientStatus.PENDING.value,
+            envelope.arrival,
+            address_domain(r.address),
+        )
+        for i, r in enumerate(envelope.recipients)
+    ]
+    return message_row, rcpt_rows
+
+
+# An outcome applied to its recipient: ``outcome_rows`` gives the parameters.
+APPLY_OUTCOME = (
+    "UPDATE recipients SET status = ?, attempts = attempts + 1,"
+    " next_attempt = COALESCE(?, next_attempt), last_reply = ?"
+    " WHERE message_id = ? AND idx = ?"
+)
+
+
+def outcome_rows(outcomes: Iterable[Outcome]) -> list[tuple[Any, ...]]:
+    return [(o.status.value, o.next_attempt, o.reply, o.message_id, o.index) for o in outcomes]
 
 
 # -- row decoding (pure) ------------------------------------------------------------
@@ -310,16 +358,11 @@ def check_outcomes(outcomes: Sequence[Outcome]) -> None:
 
 
 def record_job(outcomes: Sequence[Outcome]) -> Any:
-    rows = [(o.status.value, o.next_attempt, o.reply, o.message_id, o.index) for o in outcomes]
+    rows = outcome_rows(outcomes)
     touched = list(dict.fromkeys(o.message_id for o in outcomes))
 
     def job(conn: Db) -> list[str]:
-        conn.executemany(
-            "UPDATE recipients SET status = ?, attempts = attempts + 1,"
-            " next_attempt = COALESCE(?, next_attempt), last_reply = ?"
-            " WHERE message_id = ? AND idx = ?",
-            rows,
-        )
+        conn.executemany(APPLY_OUTCOME, rows)
         return [m for m in touched if settle_state(conn, m)]
 
     return job
@@ -332,8 +375,8 @@ def abandon_job(message_ids: Sequence[str], next_attempt: float) -> Any:
     ids = list(dict.fromkeys(message_ids))
 
     def job(conn: Db) -> None:
-        for chunk in _chunks(ids):
-            marks = _marks(chunk)
+        for chunk in chunks(ids):
+            marks = qmarks(chunk)
             conn.execute(
                 "UPDATE recipients SET status = ?, next_attempt = ?"
                 f" WHERE message_id IN ({marks}) AND status = ?",
@@ -364,245 +407,20 @@ def mark_warned_job(message_ids: Sequence[str]) -> Any:
     ids = list(dict.fromkeys(message_ids))
 
     def job(conn: Db) -> None:
-        for chunk in _chunks(ids):
-            conn.execute(f"UPDATE messages SET warned = 1 WHERE id IN ({_marks(chunk)})", chunk)
+        for chunk in chunks(ids):
+            conn.execute(f"UPDATE messages SET warned = 1 WHERE id IN ({qmarks(chunk)})", chunk)
 
     return job
 
 
-# -- administration (run by the engine in one admin transaction) --------------------------
-#
-# Selection and bulk operations work on explicit id lists in chunks, so that every
-# statement stays within the engine's bound-parameter limit and one transaction (one
-# fsync) covers a whole "ALL" or "--sender" operation.
-
 _CHUNK = 500
-_LIVE = (RecipientStatus.PENDING.value, RecipientStatus.DEFERRED.value)
-_FLUSHABLE = (QueueState.DEFERRED.value, QueueState.ACTIVE.value)
-_HOLDABLE = (QueueState.INCOMING.value, QueueState.ACTIVE.value, QueueState.DEFERRED.value)
-_REQUEUEABLE = (QueueState.HOLD.value, QueueState.INCOMING.value, QueueState.DEFERRED.value)
 
 
-def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
+def chunks(ids: Sequence[str]) -> Iterable[list[str]]:
+    """``ids`` in slices that keep every statement within the bound-parameter limit."""
     for start in range(0, len(ids), _CHUNK):
         yield list(ids[start : start + _CHUNK])
 
 
-def _marks(values: Sequence[object]) -> str:
+def qmarks(values: Sequence[object]) -> str:
     return ", ".join("?" * len(values))
-
-
-def select_ids(
-    conn: Db,
-    *,
-    sender: str | None = None,
-    domain: str | None = None,
-    states: Sequence[QueueState] | None = None,
-) -> list[str]:
-    """Ids (in arrival order) of the messages matching every given criterion: the sender
-    (exact, case-insensitive; "" is the null sender), a recipient still to be delivered in
-    ``domain`` (exact, case-insensitive), the state."""
-    sql = "SELECT id, sender FROM messages"
-    where: list[str] = []
-    params: list[object] = []
-    if states is not None:
-        where.append(f"state IN ({_marks(states)})")
-        params.extend(s.value for s in states)
-    if domain is not None:
-        where.append(
-            "id IN (SELECT message_id FROM recipients"
-            f" WHERE domain = ? AND status IN ({_marks(_LIVE)}))"
-        )
-        params.extend((address_domain(domain), *_LIVE))
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = conn.execute(sql + " ORDER BY id", params).fetchall()
-    if sender is None:
-        return [r[0] for r in rows]
-    # Compared in Python: SQL LOWER() folds ASCII only, and SMTPUTF8 senders exist.
-    wanted = normalize_sender(sender).lower()
-    return [r[0] for r in rows if str(r[1]).lower() == wanted]
-
-
-def delete_ids(conn: Db, ids: Sequence[str]) -> int:
-    count = 0
-    for chunk in _chunks(ids):
-        marks = _marks(chunk)
-        conn.execute(f"DELETE FROM recipients WHERE message_id IN ({marks})", chunk)
-        conn.execute(f"DELETE FROM message_content WHERE message_id IN ({marks})", chunk)
-        count += conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk).rowcount
-    return count
-
-
-def _states_of(conn: Db, chunk: Sequence[str]) -> list[tuple[str, str]]:
-    # By primary key only, then filtered in Python: a "state IN (...)" next to "id IN (...)"
-    # can lead the planner to the (state, next_attempt) index and a scan per chunk.
-    return [
-        (str(r[0]), str(r[1]))
-        for r in conn.execute(
-            f"SELECT id, state FROM messages WHERE id IN ({_marks(chunk)})", chunk
-        )
-    ]
-
-
-def move_ids(conn: Db, ids: Sequence[str], to: QueueState, sources: Sequence[str]) -> int:
-    """Set the state of those of ``ids`` currently in one of ``sources``; return how many."""
-    count = 0
-    for chunk in _chunks(ids):
-        moving = [i for i, state in _states_of(conn, chunk) if state in sources]
-        if moving:
-            conn.execute(
-                f"UPDATE messages SET state = ? WHERE id IN ({_marks(moving)})",
-                (to.value, *moving),
-            )
-            count += len(moving)
-    return count
-
-
-def hold_ids(conn: Db, ids: Sequence[str]) -> int:
-    return move_ids(conn, ids, QueueState.HOLD, _HOLDABLE)
-
-
-def release_ids(conn: Db, ids: Sequence[str]) -> int:
-    return move_ids(conn, ids, QueueState.INCOMING, (QueueState.HOLD.value,))
-
-
-def requeue_ids(conn: Db, ids: Sequence[str], now: float) -> int:
-    """``postsuper -r``: HOLD, INCOMING and DEFERRED messages go back to INCOMING with
-    every undelivered recipient PENDING and due now (so a held message is released, as
-    Postfix's requeue through the maildrop releases it). An ACTIVE message is being
-    delivered; moving it would hand its recipients out twice, so only its deferred
-    recipients are made due now, and it comes back as soon as its attempt ends. Final
-    recipients stay final; attempts and the warned flag are kept."""
-    count = 0
-    for chunk in _chunks(ids):
-        states = _states_of(conn, chunk)
-        movable = [i for i, state in states if state in _REQUEUEABLE]
-        active = [i for i, state in states if state == QueueState.ACTIVE.value]
-        if movable:
-            moved = _marks(movable)
-            conn.execute(
-                f"UPDATE recipients SET status = ?, next_attempt = ?"
-                f" WHERE message_id IN ({moved}) AND status = ?",
-                (RecipientStatus.PENDING.value, now, *movable, RecipientStatus.DEFERRED.value),
-            )
-            conn.execute(
-                f"UPDATE messages SET state = ?, next_attempt = ? WHERE id IN ({moved})",
-                (QueueState.INCOMING.value, now, *movable),
-            )
-        if active:
-            conn.execute(
-                f"UPDATE recipients SET next_attempt = ? WHERE message_id IN ({_marks(active)})"
-                " AND status = ? AND next_attempt > ?",
-                (now, *active, RecipientStatus.DEFERRED.value, now),
-            )
-        count += len(movable) + len(active)
-    return count
-
-
-def flush_due(conn: Db, now: float, domain: str | None = None) -> int:
-    """``postqueue -f`` (or ``-s domain``): make the deferred recipients (those in
-    ``domain`` only, if given) of DEFERRED and ACTIVE messages due at ``now``; return how
-    many messages have such recipients. HOLD and CORRUPT are left alone. A DEFERRED
-    message's ``next_attempt`` stays the earliest of its deferred recipients'."""
-    rcpt_where = "status = ?"
-    rcpt_params: list[object] = [RecipientStatus.DEFERRED.value]
-    if domain is not None:
-        rcpt_where += " AND domain = ?"
-        rcpt_params.append(address_domain(domain))
-    states = _marks(_FLUSHABLE)
-    row = conn.execute(
-        f"SELECT COUNT(*) FROM messages WHERE state IN ({states})"
-        f" AND id IN (SELECT message_id FROM recipients WHERE {rcpt_where})",
-        (*_FLUSHABLE, *rcpt_params),
-    ).fetchone()
-    conn.execute(
-        f"UPDATE recipients SET next_attempt = ? WHERE {rcpt_where} AND next_attempt > ?"
-        f" AND message_id IN (SELECT id FROM messages WHERE state IN ({states}))",
-        (now, *rcpt_params, now, *_FLUSHABLE),
-    )
-    conn.execute(
-        "UPDATE messages SET next_attempt = ? WHERE state = ? AND next_attempt > ?"
-        f" AND id IN (SELECT message_id FROM recipients WHERE {rcpt_where})",
-        (now, QueueState.DEFERRED.value, now, *rcpt_params),
-    )
-    return int(row[0])
-
-
-def shape_rows(
-    conn: Db,
-    *,
-    now: float,
-    edges: Sequence[float],
-    states: Sequence[QueueState],
-    by_sender: bool = False,
-) -> list[tuple[str, int, int]]:
-    """``(key, bucket, count)`` rows for qshape: ``key`` is the recipient domain (one count
-    per recipient still to be delivered) or, with ``by_sender``, the raw sender (one count
-    per message). Bucket ``i`` holds ages below ``edges[i]`` seconds (and at least the
-    previous edge); bucket ``len(edges)`` the rest. One GROUP BY query: the database does
-    the counting, whatever the size of the queue."""
-    if not states:
-        return []
-    case = " ".join(f"WHEN m.arrival > ? THEN {i}" for i in range(len(edges)))
-    bucket = f"CASE {case} ELSE {len(edges)} END" if edges else "0"
-    params: list[object] = [now - e for e in edges]
-    # The state is grouped on, not filtered in WHERE: a state condition leads the planner
-    # to the (state, next_attempt) index and a random walk over the table, while without
-    # it the query is one sequential scan with primary-key lookups (3x faster at 100k).
-    if by_sender:
-        sql = f"SELECT m.sender, {bucket}, m.state, COUNT(*) FROM messages m GROUP BY 1, 2, 3"
-    else:
-        sql = (
-            f"SELECT r.domain, {bucket}, m.state, COUNT(*) FROM recipients r"
-            " JOIN messages m ON m.id = r.message_id"
-            f" WHERE r.status IN ({_marks(_LIVE)}) GROUP BY 1, 2, 3"
-        )
-        params.extend(_LIVE)
-    wanted = {s.value for s in states}
-    merged: dict[tuple[str, int], int] = {}
-    for key, b, state, count in conn.execute(sql, params):
-        if state in wanted:
-            merged[(str(key), int(b))] = merged.get((str(key), int(b)), 0) + int(count)
-    return [(k, b, c) for (k, b), c in merged.items()]
-
-
-# -- the mailq listing (read only) ------------------------------------------------------
-
-# (message id, state, size, arrival, sender, address, reason): one row per recipient still
-# to be delivered, in queue-id then recipient order; the reason is the last reply of a
-# DEFERRED recipient (None for a PENDING one), which is all mailq shows of its status.
-ListingRow = tuple[str, str, int, float, str, str | None, str | None]
-
-# Only the columns mailq prints, never the envelope JSON: decoding 100,000 envelopes was
-# most of the listing's time. The order is the recipients primary key's, so the plan is
-# one index scan with a primary-key lookup per row and no sort. CORRUPT is excluded with
-# "!=", which no index serves: "state IN (...)" would lead the planner to the
-# (state, next_attempt) index and a sort of the whole result.
-_LISTING_SQL = (
-    "SELECT r.message_id, m.state, m.size, m.arrival, m.sender, r.address,"
-    " CASE WHEN r.status = ? THEN r.last_reply END"
-    " FROM recipients r JOIN messages m ON m.id = r.message_id"
-    f" WHERE r.status IN ({_marks(_LIVE)}) AND m.state != ?"
-    " ORDER BY r.message_id, r.idx"
-)
-
-
-def listing_rows(conn: Db) -> Iterable[ListingRow]:
-    """The mailq listing's rows, streamed from the database (a cursor: consume it inside
-    the read transaction that opened it). A message appears only through its live
-    recipients; by the store's invariants every message has one (a message whose
-    recipients are all final is deleted)."""
-    cursor: Iterable[ListingRow] = conn.execute(
-        _LISTING_SQL, (RecipientStatus.DEFERRED.value, *_LIVE, QueueState.CORRUPT.value)
-    )
-    return cursor
-
-
-def has_id_longer_than(conn: Db, length: int) -> bool:
-    """Whether any listed (not CORRUPT) message has an id longer than ``length``."""
-    row = conn.execute(
-        "SELECT 1 FROM messages WHERE LENGTH(id) > ? AND state != ? LIMIT 1",
-        (length, QueueState.CORRUPT.value),
-    ).fetchone()
-    return row is not None

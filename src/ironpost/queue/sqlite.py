@@ -56,10 +56,6 @@ from ironpost.queue.model import (
     QueuedMessage,
     QueueState,
     QueueWriteError,
-    RecipientStatus,
-    address_domain,
-    envelope_to_json,
-    notify_to_text,
 )
 from ironpost.queue.records import (
     INSERT_CONTENT,
@@ -76,6 +72,7 @@ from ironpost.queue.records import (
     record_job,
     recover_job,
     set_state,
+    submit_rows,
     upgrade,
 )
 from ironpost.queue.writer import GroupCommitWriter
@@ -179,30 +176,7 @@ class SqliteQueue(SqlAdmin):
         self, envelope: Envelope, content: bytes, *, queue_id: str | None = None
     ) -> str:
         message_id = queue_id or new_queue_id()
-        # Encode here, on the caller's side, to keep the writer's critical path short.
-        message_row = (
-            message_id,
-            QueueState.INCOMING.value,
-            envelope.arrival,
-            len(content),
-            envelope.sender,
-            envelope.arrival,
-            envelope_to_json(envelope),
-        )
-        rcpt_rows = [
-            (
-                message_id,
-                i,
-                r.address,
-                r.original,
-                notify_to_text(r.notify),
-                r.orcpt,
-                RecipientStatus.PENDING.value,
-                envelope.arrival,
-                address_domain(r.address),
-            )
-            for i, r in enumerate(envelope.recipients)
-        ]
+        message_row, rcpt_rows = submit_rows(message_id, envelope, len(content))
         size = len(content)
         if self.bodies.wanted(message_id, size):
             return await self._submit_file(message_id, content, message_row, rcpt_rows)
