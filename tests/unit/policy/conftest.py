@@ -12,21 +12,7 @@ import pytest
 from ironpost.policy import NetworkList, PolicyContext, PolicyEngine, Stage
 from ironpost.policy.verdicts import Decision
 from ironpost.routing import DomainList, Router, RoutingConfig
-
-
-class DictTable:
-    def __init__(self, data: Mapping[str, str], spec: str = "dict:test") -> None:
-        self._data = dict(data)
-        self._spec = spec
-        self.lookups: list[str] = []
-
-    @property
-    def spec(self) -> str:
-        return self._spec
-
-    def lookup(self, key: str) -> str | None:
-        self.lookups.append(key)
-        return self._data.get(key)
+from ironpost.testing.tables import RecordingTable as DictTable
 
 
 def make_router_config(**maps: Any) -> RoutingConfig:

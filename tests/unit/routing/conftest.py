@@ -7,9 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from routing_testing import BASE, DictTable
+from routing_testing import BASE
 
 from ironpost.routing import Router
+from ironpost.testing.tables import RecordingTable as DictTable
 
 
 def _tables(data: dict[str, str] | None) -> tuple[DictTable, ...]:

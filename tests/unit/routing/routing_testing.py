@@ -7,24 +7,6 @@ from pathlib import Path
 
 from ironpost.routing import DomainList, RoutingConfig
 
-
-class DictTable:
-    """A LookupTable over a dict. Keys are stored as given: callers must lowercase."""
-
-    def __init__(self, data: dict[str, str], spec: str = "dict:test") -> None:
-        self._data = dict(data)
-        self._spec = spec
-        self.lookups: list[str] = []
-
-    @property
-    def spec(self) -> str:
-        return self._spec
-
-    def lookup(self, key: str) -> str | None:
-        self.lookups.append(key)
-        return self._data.get(key)
-
-
 BASE = RoutingConfig(
     mydestination=DomainList.build(["example.com", "mail.example.com", "localhost"]),
     virtual_alias_domains=DomainList.build(["alias.test"]),

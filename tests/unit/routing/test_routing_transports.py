@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from routing_testing import BASE, DictTable
+from routing_testing import BASE
 
 from ironpost.routing import Router
 from ironpost.routing.transports import (
@@ -14,6 +14,7 @@ from ironpost.routing.transports import (
     TransportSelector,
     split_transport,
 )
+from ironpost.testing.tables import RecordingTable as DictTable
 
 DEFAULTS = TransportConfig((), "smtp", "relay", "local:$myhostname", "virtual", "", "+", False)
 
