@@ -39,6 +39,7 @@ from ironpost.queue.records import (
     RCPT_COLUMNS,
     QueueSchemaError,
     decode_message,
+    due_recipients,
     outcome_rows,
     set_state,
     settle_state,
@@ -290,12 +291,7 @@ class Leases:
             except CorruptRecord:
                 set_state(db, message_id, QueueState.CORRUPT)
                 continue
-            batch = [
-                r
-                for r in message.recipients
-                if r.status is RecipientStatus.PENDING
-                or (r.status is RecipientStatus.DEFERRED and r.next_attempt <= now)
-            ]
+            batch = due_recipients(message, now)
             if not batch:  # e.g. released from hold before its retry time
                 settle_state(db, message_id)
                 continue

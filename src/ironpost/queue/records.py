@@ -291,6 +291,17 @@ def settle_state(conn: Db, message_id: str) -> bool:
 # -- the writer jobs (run in the writer thread, inside the batch transaction) ------------
 
 
+def due_recipients(message: QueuedMessage, now: float) -> list[QueuedRecipient]:
+    """What a claim at ``now`` hands out of ``message``: recipients still pending (new,
+    or in flight when the process died) and deferred ones whose retry time has come."""
+    return [
+        r
+        for r in message.recipients
+        if r.status is RecipientStatus.PENDING
+        or (r.status is RecipientStatus.DEFERRED and r.next_attempt <= now)
+    ]
+
+
 def claim_job(now: float, limit: int) -> Any:
     def job(conn: Db) -> list[QueuedMessage]:
         fresh = [
@@ -321,12 +332,7 @@ def claim_job(now: float, limit: int) -> Any:
                 continue
             if message is None:
                 continue
-            batch = [
-                r
-                for r in message.recipients
-                if r.status is RecipientStatus.PENDING
-                or (r.status is RecipientStatus.DEFERRED and r.next_attempt <= now)
-            ]
+            batch = due_recipients(message, now)
             if not batch:  # e.g. released from hold before its retry time
                 settle_state(conn, message_id)
                 continue
