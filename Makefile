@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench deps clean
+.PHONY: run test lint typecheck unit integration bench bench-cluster deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP) deps
 	$(BIN)/python bench/queue_scale.py
 	$(BIN)/python bench/auth_cost.py
 	$(BIN)/python bench/report.py
+
+# Issue #8: 1, 2 and 3 nodes on one PostgreSQL, and PostgreSQL's cost per message.
+bench-cluster: $(STAMP) deps
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
