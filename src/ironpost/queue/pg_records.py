@@ -320,7 +320,8 @@ class Leases:
                 f" WHERE id IN ({_marks(touched)}) ORDER BY id FOR UPDATE",
                 touched,
             ).fetchall()
-            tokens = self.tokens
+            with self._lock:  # only the touched messages' tokens, not a copy of all
+                tokens = {m: self._tokens.get(m) for m in touched}
             states = {
                 m: state
                 for m, state, owner, token in rows
