@@ -47,8 +47,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ironpost.queue.model import CorruptRecord, QueueState
 from ironpost.queue.pg_records import migrate as migrate_schema
-from ironpost.queue.postgres import CONNECT_TIMEOUT, PgDb, connect
-from ironpost.queue.records import QueueSchemaError
+from ironpost.queue.postgres import CONNECT_TIMEOUT, PgDb, connect, finish_transaction
+from ironpost.queue.records import QueueSchemaError, qmarks
 from ironpost.queue.sql import Db
 from ironpost.queue.sqlite import SqliteQueue
 
@@ -160,24 +160,16 @@ def open_target(url: str, *, timeout: int = CONNECT_TIMEOUT) -> PgDb:
 
 
 def _transaction(db: PgDb, work: Callable[[Db], T]) -> T:
-    db.execute("BEGIN")
-    try:
+    def durably(tx: Db) -> T:
         # Whatever the server's default: the SQLite copy is deleted on the strength of it.
-        db.execute("SET LOCAL synchronous_commit = on")
-        result = work(db)
-    except BaseException:
-        with contextlib.suppress(psycopg.Error):
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    return result
+        tx.execute("SET LOCAL synchronous_commit = on")
+        return work(tx)
+
+    db.execute("BEGIN")
+    return finish_transaction(db, durably)
 
 
 # -- reading the source ---------------------------------------------------------------
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" * len(values))
 
 
 def read_batch(
@@ -208,7 +200,7 @@ def read_batch(
         ids = [str(r[0]) for r in taken if str(r[0]) not in skip]
         if not ids:
             return taken, {}, {}
-        marks = _marks(ids)
+        marks = qmarks(ids)
         contents = {
             str(r[0]): r[1:]
             for r in conn.execute(
@@ -280,7 +272,7 @@ def write_batch(db: PgDb, batch: Sequence[MessageRows]) -> _Written:
         present = {
             str(r[0]): r[1]
             for r in tx.execute(
-                f"SELECT id, envelope FROM messages WHERE id IN ({_marks(ids)})", ids
+                f"SELECT id, envelope FROM messages WHERE id IN ({qmarks(ids)})", ids
             )
         }
         new: list[MessageRows] = []

@@ -140,6 +140,19 @@ class _Pipelined:
         return iter(self._cursor)
 
 
+def finish_transaction(db: PgDb, work: Callable[[Db], T]) -> T:
+    """Run ``work`` in the transaction the caller began on ``db``, then COMMIT; ROLLBACK
+    (as far as the connection allows) if anything raises."""
+    try:
+        result = work(db)
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
 def connect(url: str, *, timeout: int = CONNECT_TIMEOUT) -> PgDb:
     return PgDb(psycopg.connect(url, autocommit=True, connect_timeout=timeout))
 
@@ -434,14 +447,7 @@ class PostgresQueue(SqlAdmin):
                 self._admin_conn = None
                 db = self._admin()
                 db.execute(begin)
-            try:
-                result = work(db)
-            except BaseException:
-                with contextlib.suppress(psycopg.Error):
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
+            return finish_transaction(db, work)
 
     def _admin_read(self, work: Callable[[Db], T]) -> T:
         return self._admin_run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", work)
