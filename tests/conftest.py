@@ -13,10 +13,9 @@ from ironpost.testing.postgres import PostgresServer
 _databases = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def _running() -> Iterator[PostgresServer]:
     """Debian's PostgreSQL on a loopback port, fsync off (tests kill processes, never the
-    machine), started on first use and stopped at the end of the session."""
+    machine), stopped and removed afterwards."""
     server = PostgresServer(fsync=False)
     server.start()
     try:
@@ -24,6 +23,19 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         server.stop("immediate")
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The test process's PostgreSQL, started on first use."""
+    yield from _running()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own, to stop, crash and start without disturbing the
+    session's server that other tests share."""
+    yield from _running()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 from cluster_harness import (
@@ -122,19 +121,6 @@ def test_kill9_of_a_node_mid_load(
     assert set(duplicates) <= in_flight, set(duplicates) - in_flight
     assert sum(duplicates.values()) <= len(in_flight)
     assert in_flight <= set(times)  # what node2 held was delivered, by it or a survivor
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own, to stop and start without disturbing the
-    session's server that other tests share."""
-    server = PostgresServer(fsync=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop("immediate")
-        server.cleanup()
 
 
 def test_postgresql_restart_mid_load(

@@ -278,40 +278,37 @@ def test_nodes_starting_together_create_the_schema_once(pg_url: str) -> None:
 # -- the database going away --------------------------------------------------------------
 
 
-def test_an_unreachable_database_fails_submits_and_the_node_reconnects() -> None:
-    server = PostgresServer(fsync=False)
-    server.start()
+def test_an_unreachable_database_fails_submits_and_the_node_reconnects(
+    private_postgres: PostgresServer,
+) -> None:
+    server = private_postgres
+    url = server.create_database("outage")
+    q = PostgresQueue(url, node="n")
     try:
-        url = server.create_database("outage")
-        q = PostgresQueue(url, node="n")
-        try:
-            submit_many(q, 2)
-            claimed = asyncio.run(q.claim(now=NOW, limit=1))
-            assert len(q.leases.live()) == 1
-            server.stop("immediate")
-            with pytest.raises(QueueWriteError):
-                submit_many(q, 1)
-            # The delivery's outcome cannot be recorded: the message is given up, its
-            # lease no longer renewed, so it comes back once the lease has run out.
-            with pytest.raises(QueueWriteError):
-                asyncio.run(q.record([delivered(claimed[0].id)]))
-            assert q.leases.live() == []
-            with pytest.raises(psycopg.OperationalError):
-                q.stats()
-            server.start()
-            # No restart of ours: the writer and the admin connection reconnect.
-            submit_many(q, 3)
-            # 5: nothing acknowledged was lost (the claim, bookkeeping committed without
-            # waiting for the WAL flush, may have been undone by the crash: a redelivery).
-            assert sum(q.stats().values()) == 5
-            expire_leases(q, "n")
-            again = asyncio.run(q.claim(now=NOW, limit=10))
-            assert claimed[0].id in {m.id for m in again}
-        finally:
-            q.close()
-    finally:
+        submit_many(q, 2)
+        claimed = asyncio.run(q.claim(now=NOW, limit=1))
+        assert len(q.leases.live()) == 1
         server.stop("immediate")
-        server.cleanup()
+        with pytest.raises(QueueWriteError):
+            submit_many(q, 1)
+        # The delivery's outcome cannot be recorded: the message is given up, its
+        # lease no longer renewed, so it comes back once the lease has run out.
+        with pytest.raises(QueueWriteError):
+            asyncio.run(q.record([delivered(claimed[0].id)]))
+        assert q.leases.live() == []
+        with pytest.raises(psycopg.OperationalError):
+            q.stats()
+        server.start()
+        # No restart of ours: the writer and the admin connection reconnect.
+        submit_many(q, 3)
+        # 5: nothing acknowledged was lost (the claim, bookkeeping committed without
+        # waiting for the WAL flush, may have been undone by the crash: a redelivery).
+        assert sum(q.stats().values()) == 5
+        expire_leases(q, "n")
+        again = asyncio.run(q.claim(now=NOW, limit=10))
+        assert claimed[0].id in {m.id for m in again}
+    finally:
+        q.close()
 
 
 def test_a_batch_the_database_rolled_back_for_a_deadlock_is_tried_again(pg_url: str) -> None:
@@ -354,27 +351,24 @@ def test_claims_commit_apart_from_the_other_writes(pg_url: str) -> None:
         q.close()
 
 
-def test_records_after_an_outage_do_not_inherit_its_failure() -> None:
-    server = PostgresServer(fsync=False)
-    server.start()
+def test_records_after_an_outage_do_not_inherit_its_failure(
+    private_postgres: PostgresServer,
+) -> None:
+    server = private_postgres
+    q = PostgresQueue(server.create_database("records"), node="n")
     try:
-        q = PostgresQueue(server.create_database("records"), node="n")
-        try:
-            a, _ = submit_many(q, 2)
-            asyncio.run(q.claim(now=NOW, limit=10))
-            server.stop("immediate")
-            with pytest.raises(QueueWriteError):  # no connection: the job never ran
-                asyncio.run(q.record([delivered(a)]))
-            server.start()
-            expire_leases(q, "n")
-            again = {m.id for m in asyncio.run(q.claim(now=NOW, limit=10))}
-            assert a in again
-            assert asyncio.run(q.record([delivered(m) for m in sorted(again)])) == sorted(again)
-        finally:
-            q.close()
-    finally:
+        a, _ = submit_many(q, 2)
+        asyncio.run(q.claim(now=NOW, limit=10))
         server.stop("immediate")
-        server.cleanup()
+        with pytest.raises(QueueWriteError):  # no connection: the job never ran
+            asyncio.run(q.record([delivered(a)]))
+        server.start()
+        expire_leases(q, "n")
+        again = {m.id for m in asyncio.run(q.claim(now=NOW, limit=10))}
+        assert a in again
+        assert asyncio.run(q.record([delivered(m) for m in sorted(again)])) == sorted(again)
+    finally:
+        q.close()
 
 
 def test_new_mail_is_left_to_its_accepting_node_for_the_handoff_time(pg_url: str) -> None:
